@@ -1,0 +1,23 @@
+"""Entry point: a CLI command when one is given, else the desktop window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from desktop import cli
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        return cli.gui_placeholder()
+    return cli.run(argv)

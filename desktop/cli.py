@@ -1,0 +1,239 @@
+"""Headless commands: generate, models, bench.
+
+User errors print one line and exit 2; Ctrl+C exits 130; nothing prints a traceback unless
+--verbose is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from desktop import APP_NAME, __version__, paths
+from desktop.errors import LatentStudioError
+from desktop.settings import DEVICE_CHOICES, PRECISION_CHOICES, SLICING_CHOICES, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints the whole usage)
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="latent-studio", description=f"{APP_NAME} {__version__}: offline text-to-image.")
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="generate images from a prompt")
+    gen.add_argument("prompt", nargs="?", help="what to draw (omit with --from-file)")
+    gen.add_argument("--from-file", type=Path, metavar="FILE", help="one prompt per line, each generated in turn")
+    gen.add_argument("--negative", default="", help="what to keep out of the image")
+    gen.add_argument("--model", help="model name (see `models`) or path to a diffusers folder")
+    gen.add_argument("--steps", type=int, help="denoising steps, 1-150 (default: the model's)")
+    gen.add_argument("--guidance", type=float, help="CFG scale, 0-30 (default: the model's)")
+    gen.add_argument("--size", metavar="WxH", help="image size, multiples of 8 from 64 to 2048 (default: the model's)")
+    gen.add_argument("--seed", type=int, help="seed of the first image; the next images use the following seeds")
+    gen.add_argument("--scheduler", help="sampler: " + ", ".join(_scheduler_names()))
+    gen.add_argument("--count", type=int, default=1, help="images per prompt (default 1)")
+    _add_placement_args(gen)
+    gen.add_argument("--out", type=Path, metavar="DIR", help="folder for the images (default: the gallery)")
+    gen.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+
+    models = sub.add_parser("models", help="list the models the app can see")
+    models.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="measure speed and memory (see README)")
+    from desktop.engine import benchmark
+
+    benchmark.add_arguments(bench)
+    _add_placement_args(bench)
+    return parser
+
+
+def _add_placement_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICE_CHOICES, help="where to run (default: auto = cuda > mps > cpu)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, help="number format (default: auto per device)")
+    parser.add_argument("--attention-slicing", choices=SLICING_CHOICES, help="bound attention memory (default: auto)")
+
+
+def _scheduler_names() -> tuple[str, ...]:
+    from desktop.engine.schedulers import SCHEDULER_NAMES
+
+    return SCHEDULER_NAMES
+
+
+def gui_placeholder() -> int:
+    """Until the window lands, running with no command explains what is available."""
+    build_parser().print_help()
+    print("\nThe desktop window is not built yet; use the commands above.", file=sys.stderr)
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from desktop.app import setup_logging
+
+    setup_logging(args.verbose)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except LatentStudioError as exc:
+        if args.verbose:
+            log.exception("user error")
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("Cancelled.", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _engine(args, settings: Settings):
+    from desktop.engine.generation import Engine, EngineOptions
+    from desktop.engine.models import ModelRegistry
+
+    options = EngineOptions(
+        device=args.device or settings.device,
+        precision=args.precision or settings.precision,
+        attention_slicing=args.attention_slicing or settings.attention_slicing,
+        attention_budget_mb=settings.attention_budget_mb,
+    )
+    registry = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
+    return Engine(registry, options, default_model=settings.model)
+
+
+def cmd_models(args) -> int:
+    from desktop.engine.models import ModelRegistry
+
+    settings = load_settings()
+    models = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders]).list()
+    if args.json:
+        print(json.dumps([m.as_dict() for m in models], indent=2))
+        return 0
+    if not models:
+        print(f"No models found. Copy a diffusers model folder into {paths.user_models_dir()} or pass --model PATH.")
+        return 0
+    rows = [("NAME", "KIND", "SOURCE", "PATH")] + [(m.name, m.kind, m.source, str(m.path)) for m in models]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    return 0
+
+
+def _prompts(args) -> list[str]:
+    if args.from_file is not None:
+        if args.prompt:
+            raise LatentStudioError("Give either a prompt or --from-file, not both.")
+        try:
+            lines = args.from_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LatentStudioError(f"Cannot read prompts from {args.from_file}: {exc}") from exc
+        prompts = [line.strip() for line in lines if line.strip()]
+        if not prompts:
+            raise LatentStudioError(f"{args.from_file} has no prompts (one per line).")
+        return prompts
+    if args.prompt is None:
+        raise LatentStudioError("Give a prompt, e.g. generate \"a red circle on a blue background\", or --from-file FILE.")
+    return [args.prompt]
+
+
+def cmd_generate(args) -> int:
+    import secrets
+
+    from desktop.engine.request import SEED_LIMIT, GenerationRequest, parse_size
+    from desktop.gallery.files import dated_folder
+
+    settings = load_settings()
+    width = height = None
+    if args.size:
+        width, height = parse_size(args.size)
+    prompts = _prompts(args)
+    base = GenerationRequest(
+        prompt=prompts[0], negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
+        width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
+        model=args.model,
+    )  # validates every flag before the model loads
+    out_root = args.out or (Path(settings.gallery_dir) if settings.gallery_dir else paths.default_gallery_dir())
+    engine = _engine(args, settings)
+    seed = base.seed if base.seed is not None else secrets.randbelow(SEED_LIMIT)
+    reports = []
+    for prompt in prompts:
+        request = base.replace(prompt=prompt, seed=seed)
+        result = _generate_with_progress(engine, request)
+        saved = _save(result, args.out or dated_folder(out_root), settings.strip_metadata)
+        reports.append(_report(result, saved))
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not args.json:
+            for path in saved:
+                print(path)
+        seed = (seed + result.request.count) % SEED_LIMIT
+    if args.json:
+        print(json.dumps(reports if args.from_file else reports[0], indent=2, ensure_ascii=False))
+    return 0
+
+
+def _generate_with_progress(engine, request):
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_step(step: int, total: int, _preview) -> None:
+        nonlocal bar
+        if bar is None:  # created at the first step, so loading errors print cleanly
+            bar = tqdm(total=total, file=sys.stderr, unit="step", leave=False, dynamic_ncols=True)
+        bar.update(step - bar.n)
+
+    try:
+        return engine.generate(request, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _save(result, folder: Path, strip_metadata: bool) -> list[Path]:
+    from desktop.gallery.files import save_png_atomic
+    from desktop.gallery.metadata import text_chunks
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    saved = []
+    for image, seed in zip(result.images, result.seeds):
+        chunks = None if strip_metadata else text_chunks(result.request, seed, result.model.as_dict())
+        saved.append(save_png_atomic(image, folder, f"{stamp}-{seed}", chunks))
+    return saved
+
+
+def _report(result, saved: list[Path]) -> dict:
+    return {
+        "images": [{"path": str(p), "seed": s} for p, s in zip(saved, result.seeds)],
+        "request": result.request.to_dict(),
+        "model": result.model.as_dict(),
+        "device": result.placement.device,
+        "precision": result.placement.precision,
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "warnings": result.warnings,
+    }
+
+
+def cmd_bench(args) -> int:
+    from desktop.engine import benchmark
+
+    return benchmark.run(args)
+
+
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench}

@@ -1,0 +1,305 @@
+"""`latent-studio bench`: speed and memory of the engine, measured in one run.
+
+Each measurement runs in its own subprocess so that peak memory is that variant's alone. The
+default model is the real Stable Diffusion 1.5 architecture with random weights, built from the
+configs in resources/configs/sd15 (speed does not depend on weight values) and cached on disk.
+
+Parts:
+  overhead   the engine vs a bare diffusers StableDiffusionPipeline call, same components/settings
+  slicing    attention slicing off / auto / on at each size: seconds per step, decode, peak memory
+  precision  CPU fp32 vs bf16: seconds per step and the PSNR between the two images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from desktop import paths
+
+log = logging.getLogger(__name__)
+
+RANDOM_SD15 = "sd15-random"
+PARTS = ("overhead", "slicing", "precision")
+PROMPT = "a red circle on a blue background"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=RANDOM_SD15, help=f"model name/path, or {RANDOM_SD15} (default)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    parser.add_argument("--sizes", default="512,768", help="square sizes for the slicing part (default 512,768)")
+    parser.add_argument("--steps", type=int, default=3, help="denoising steps per run (default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant in the overhead part (default 2)")
+    parser.add_argument("--out", type=Path, help="JSON results file (default: bench-results/bench-<time>.json)")
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def random_sd15_folder() -> Path:
+    """SD 1.5 architecture with random weights, saved once in the cache dir."""
+    folder = paths.cache_dir() / "bench" / RANDOM_SD15
+    if (folder / "model_index.json").is_file():
+        return folder
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from desktop.engine.tokenizer_files import write_clip_tokenizer
+
+    configs = paths.shipped_configs_dir() / "sd15"
+    torch.manual_seed(0)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(PROMPT.split(), tmp / "_tok"))
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder")),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),
+        scheduler=PNDMScheduler.from_pretrained(configs / "scheduler"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak memory above the level at start: CUDA's allocator stats, else sampled process RSS."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self):
+        import psutil
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self._proc = psutil.Process()
+            self.base = self._sample()
+            self.peak = self.base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> int:
+        if self.device == "mps":
+            import torch
+
+            return torch.mps.driver_allocated_memory() + self._proc.memory_info().rss
+        return self._proc.memory_info().rss
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._sample())
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._sample())
+        self.delta_mb = (self.peak - self.base) / 2**20
+
+
+def _engine(model: str, device: str | None, precision: str | None, slicing: str):
+    from desktop.engine.generation import Engine, EngineOptions
+
+    engine = Engine(options=EngineOptions(device=device, precision=precision, attention_slicing=slicing))
+    engine.load(model)
+    return engine
+
+
+def _request(size: int, steps: int, model: str):
+    from desktop.engine.request import GenerationRequest
+
+    return GenerationRequest(PROMPT, steps=steps, guidance=7.0, width=size, height=size, seed=1234,
+                             scheduler="DPM++ 2M", model=model)
+
+
+def worker_variant(spec: dict) -> dict:
+    """One generation with one setting; reports step time, decode time and peak memory."""
+    engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), spec.get("slicing", "off"))
+    loaded = engine.loaded
+    with PeakMemory(loaded.placement.device) as mem:
+        result = engine.generate(_request(spec["size"], spec["steps"], spec["model"]))
+    steps = result.step_seconds[1:] or result.step_seconds  # the first step includes one-off warm-up
+    report = {
+        "device": loaded.placement.device,
+        "precision": loaded.placement.precision,
+        "sec_per_step": statistics.median(steps),
+        "decode_s": result.timings["decode"],
+        "peak_mb": mem.delta_mb,
+        "sliced_calls": loaded.processor.sliced_calls,
+    }
+    if spec.get("image_out"):
+        result.images[0].save(spec["image_out"])
+    return report
+
+
+def worker_overhead(spec: dict) -> dict:
+    """Alternate bare diffusers calls and engine calls on the same pipeline; compare total seconds."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from desktop.engine import schedulers
+
+    engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), "off")
+    loaded = engine.loaded
+    pipe = loaded.pipe
+    req = engine.resolve(_request(spec["size"], spec["steps"], spec["model"]), loaded)
+
+    def bare() -> float:
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        pipe.vae.set_attn_processor(AttnProcessor2_0())
+        pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
+        start = time.perf_counter()
+        pipe(PROMPT, num_inference_steps=req.steps, guidance_scale=req.guidance, width=req.width,
+             height=req.height, generator=torch.Generator("cpu").manual_seed(req.seed))
+        return time.perf_counter() - start
+
+    def ours() -> float:
+        pipe.unet.set_attn_processor(loaded.processor)
+        pipe.vae.set_attn_processor(loaded.processor)
+        start = time.perf_counter()
+        engine.generate(req, on_step=lambda *_: None)
+        return time.perf_counter() - start
+
+    engine.generate(req.replace(steps=1))  # warm-up: allocator, kernels
+    bare_s, ours_s = [], []
+    for _ in range(spec["repeats"]):
+        bare_s.append(bare())
+        ours_s.append(ours())
+    return {
+        "device": loaded.placement.device,
+        "precision": loaded.placement.precision,
+        "bare_s": statistics.median(bare_s),
+        "engine_s": statistics.median(ours_s),
+        "overhead_pct": 100 * (statistics.median(ours_s) / statistics.median(bare_s) - 1),
+        "runs": {"bare": bare_s, "engine": ours_s},
+    }
+
+
+WORKERS = {"variant": worker_variant, "overhead": worker_overhead}
+
+
+def _run_worker(kind: str, spec: dict) -> dict:
+    cmd = [sys.executable, "-m", "desktop.engine.benchmark", kind, json.dumps(spec)]
+    print(f"  running {kind}: {spec.get('label', '')}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def psnr(path_a: str, path_b: str) -> float:
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(path_a), dtype=np.float64)
+    b = np.asarray(Image.open(path_b), dtype=np.float64)
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def run(args) -> int:
+    import tempfile
+
+    from desktop.errors import LatentStudioError
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise LatentStudioError(f"Unknown bench part(s): {', '.join(sorted(unknown))}. Choose from {', '.join(PARTS)}.")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    model = str(random_sd15_folder()) if args.model == RANDOM_SD15 else args.model
+    base = {"model": model, "steps": args.steps, "device": args.device, "precision": args.precision}
+    results: dict = {"model": args.model, "steps": args.steps, "when": datetime.now().isoformat(timespec="seconds")}
+    tmp = Path(tempfile.mkdtemp(prefix="latent-bench-"))
+
+    if "overhead" in parts:
+        results["overhead"] = _run_worker("overhead", {**base, "size": sizes[0], "repeats": args.repeats,
+                                                       "label": f"engine vs bare diffusers at {sizes[0]}"})
+    if "slicing" in parts:
+        results["slicing"] = [
+            {"size": size, "slicing": policy,
+             **_run_worker("variant", {**base, "size": size, "slicing": policy, "label": f"slicing {policy} at {size}"})}
+            for size in sizes for policy in ("off", "auto", "on")
+        ]
+    if "precision" in parts:
+        rows = []
+        for precision in ("fp32", "bf16"):
+            out = str(tmp / f"{precision}.png")
+            spec = {**base, "device": "cpu", "precision": precision, "size": sizes[0], "slicing": "off",
+                    "image_out": out, "label": f"cpu {precision} at {sizes[0]}"}
+            rows.append({"precision": precision, **_run_worker("variant", spec)})
+        if all("error" not in r for r in rows):
+            results["precision_psnr_db"] = psnr(str(tmp / "fp32.png"), str(tmp / "bf16.png"))
+        results["precision"] = rows
+
+    print(format_table(results))
+    out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def format_table(results: dict) -> str:
+    lines = []
+    if "overhead" in results:
+        o = results["overhead"]
+        lines.append("Engine overhead vs bare diffusers (same pipeline, slicing off)")
+        if "error" in o:
+            lines.append(f"  failed: {o['error']}")
+        else:
+            lines.append(f"  bare {o['bare_s']:.2f} s  engine {o['engine_s']:.2f} s  overhead {o['overhead_pct']:+.2f} %"
+                         f"  ({o['device']}/{o['precision']})")
+    for key, title in (("slicing", "Attention slicing"), ("precision", "CPU precision")):
+        if key not in results:
+            continue
+        lines.append(f"\n{title}")
+        lines.append(f"  {'size':>5} {'variant':>8} {'s/step':>8} {'decode s':>9} {'peak MB':>9} {'sliced':>7}")
+        for row in results[key]:
+            variant = row.get("slicing") or row.get("precision")
+            size = row.get("size", "")
+            if "error" in row:
+                lines.append(f"  {size:>5} {variant:>8}  failed: {row['error']}")
+                continue
+            lines.append(f"  {size:>5} {variant:>8} {row['sec_per_step']:8.2f} {row['decode_s']:9.2f}"
+                         f" {row['peak_mb']:9.0f} {row['sliced_calls']:7d}")
+    if "precision_psnr_db" in results:
+        lines.append(f"  PSNR bf16 vs fp32: {results['precision_psnr_db']:.1f} dB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # worker entry: python -m desktop.engine.benchmark KIND JSON
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps(WORKERS[sys.argv[1]](json.loads(sys.argv[2]))))

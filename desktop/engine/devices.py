@@ -1,0 +1,137 @@
+"""Choosing the device (CUDA > MPS > CPU) and the precision to run on it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from desktop.errors import LatentStudioError
+
+log = logging.getLogger(__name__)
+
+DEVICE_ENV = "LATENT_STUDIO_DEVICE"
+DEVICES = ("cuda", "mps", "cpu")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16, AMX, or Arm's BF16 extension).
+
+    Elsewhere torch emulates bf16 on the CPU, which is slower than fp32.
+    """
+    system = platform.system()
+    if system == "Linux":
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        flags: set[str] = set()
+        for line in text.splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    if system == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return out.stdout.strip() == "1"
+    return False
+
+
+def pick_device(requested: str | None = None) -> str:
+    """The device to run on: an explicit request (argument, then LATENT_STUDIO_DEVICE), else the best one."""
+    choice = (requested or "").strip().lower() or os.environ.get(DEVICE_ENV, "").strip().lower() or "auto"
+    if choice == "auto":
+        if cuda_available():
+            return "cuda"
+        if mps_available():
+            return "mps"
+        return "cpu"
+    if choice not in DEVICES:
+        raise LatentStudioError(f"Unknown device {choice!r}: choose auto, cuda, mps or cpu.")
+    if choice == "cuda" and not cuda_available():
+        raise LatentStudioError(
+            "CUDA was requested but no CUDA GPU is usable (no NVIDIA GPU, no driver, or a CPU-only torch build). "
+            "Use --device auto or cpu."
+        )
+    if choice == "mps" and not mps_available():
+        raise LatentStudioError("MPS was requested but Apple's Metal backend is not available here. Use --device auto or cpu.")
+    return choice
+
+
+def pick_precision(device: str, requested: str | None = None) -> str:
+    """fp16 on GPUs; on CPU bf16 only where the hardware has it, else fp32. An explicit choice wins."""
+    choice = (requested or "auto").strip().lower()
+    if choice != "auto":
+        if choice not in PRECISIONS:
+            raise LatentStudioError(f"Unknown precision {choice!r}: choose auto, fp32, fp16 or bf16.")
+        if device == "cpu" and choice == "fp16":
+            log.warning("fp16 on the CPU is slow and often inaccurate; bf16 or fp32 is the better choice.")
+        return choice
+    if device in ("cuda", "mps"):
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a pipeline runs."""
+
+    device: str
+    precision: str
+
+    @classmethod
+    def choose(cls, device: str | None = None, precision: str | None = None) -> "Placement":
+        dev = pick_device(device)
+        return cls(dev, pick_precision(dev, precision))
+
+
+def memory_in_use(device: str) -> int | None:
+    """Bytes the framework holds on the device right now (None where it cannot tell)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.memory_allocated()
+    if device == "mps":
+        return torch.mps.driver_allocated_memory()
+    return None
+
+
+def release_memory(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    elif device == "mps":
+        torch.mps.empty_cache()

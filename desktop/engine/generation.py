@@ -1,0 +1,313 @@
+"""Running a request through a diffusers pipeline: the Engine.
+
+The Engine owns at most one loaded pipeline (models are gigabytes), reuses it while the model,
+device and precision stay the same, and swaps it when they change. It is used from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from desktop.engine import attention, schedulers
+from desktop.engine.devices import Placement, release_memory, torch_dtype
+from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
+from desktop.engine.previews import LatentPreviewer, PreviewFactors
+from desktop.engine.request import SEED_LIMIT, GenerationRequest, validate
+from desktop.errors import LatentStudioError
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, object], None]  # (step, total, preview PIL image)
+
+
+class GenerationCancelled(Exception):
+    """The user cancelled; nothing was decoded or returned."""
+
+
+class BadImageError(LatentStudioError):
+    """The model produced NaN or an all-black image."""
+
+
+@dataclass
+class GenerationResult:
+    images: list  # PIL images, one per seed
+    request: GenerationRequest  # every value resolved (seed, steps, size, scheduler, model)
+    seeds: list[int]
+    model: ModelInfo
+    placement: Placement
+    timings: dict[str, float]  # seconds: load, encode, denoise, decode, total
+    step_seconds: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    placement: Placement
+    pipe: object
+    processor: attention.SlicedSDPAProcessor
+    base_scheduler_config: dict
+    defaults: ModelDefaults
+    previewer: LatentPreviewer
+    encode_clock: list[float]  # seconds spent in text encoders, accumulated by hooks
+    load_seconds: float
+
+
+@dataclass
+class EngineOptions:
+    device: str | None = None  # None/"auto": best available
+    precision: str | None = None  # None/"auto": per device
+    attention_slicing: str = "auto"
+    attention_budget_mb: int = attention.DEFAULT_BUDGET_BYTES // 2**20
+
+
+class Engine:
+    def __init__(self, registry: ModelRegistry | None = None, options: EngineOptions | None = None,
+                 default_model: str | None = None):
+        self.registry = registry or ModelRegistry()
+        self.options = options or EngineOptions()
+        self.default_model = default_model
+        self._loaded: LoadedModel | None = None
+
+    # --- models -----------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    def load(self, spec: str | None = None) -> LoadedModel:
+        """The pipeline for a model, loaded now or reused from the last call."""
+        info = self.registry.resolve(spec if spec is not None else self.default_model)
+        placement = Placement.choose(self.options.device, self.options.precision)
+        current = self._loaded
+        if current and current.info.path == info.path and current.placement == placement:
+            self._apply_attention_options(current)
+            return current
+        self.unload()
+        self._loaded = self._load(info, placement)
+        return self._loaded
+
+    def unload(self) -> None:
+        if self._loaded is not None:
+            device = self._loaded.placement.device
+            self._loaded = None
+            release_memory(device)
+
+    def _load(self, info: ModelInfo, placement: Placement) -> LoadedModel:
+        import torch
+
+        start = time.perf_counter()
+        dtype = torch_dtype(placement.precision)
+        pipe = load_pipeline(info, dtype)
+        if dtype == torch.float16 and info.kind == "SDXL" and getattr(pipe.vae.config, "force_upcast", False):
+            pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its config asks for fp32
+        try:
+            pipe.to(placement.device)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            raise LatentStudioError(f"Not enough memory on {placement.device} to load {info.name}: {exc}") from exc
+        processor = attention.install(pipe)
+        clock = [0.0]
+        for name in ("text_encoder", "text_encoder_2"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                _time_module(module, clock)
+        loaded = LoadedModel(
+            info=info,
+            placement=placement,
+            pipe=pipe,
+            processor=processor,
+            base_scheduler_config=dict(pipe.scheduler.config),
+            defaults=read_defaults(info.path),
+            previewer=LatentPreviewer(PreviewFactors.for_model(info.path, is_sdxl=info.kind == "SDXL")),
+            encode_clock=clock,
+            load_seconds=time.perf_counter() - start,
+        )
+        self._apply_attention_options(loaded)
+        log.info("Loaded %s (%s) on %s/%s in %.1f s", info.name, info.kind, placement.device,
+                 placement.precision, loaded.load_seconds)
+        return loaded
+
+    def _apply_attention_options(self, loaded: LoadedModel) -> None:
+        loaded.processor.configure(self.options.attention_slicing, self.options.attention_budget_mb * 2**20,
+                                   loaded.placement.device)
+
+    # --- generation -------------------------------------------------------------------------
+
+    def resolve(self, request: GenerationRequest, loaded: LoadedModel) -> GenerationRequest:
+        """Fill every value left open from the model's defaults; a random seed when none was given."""
+        d = loaded.defaults
+        scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
+        resolved = request.replace(
+            steps=request.steps if request.steps is not None else d.steps,
+            guidance=float(request.guidance if request.guidance is not None else d.guidance),
+            width=request.width or d.width,
+            height=request.height or d.height,
+            seed=request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT),
+            scheduler=scheduler,
+            model=loaded.info.ref,
+        )
+        validate(resolved)
+        return resolved
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
+                 cancel: threading.Event | None = None) -> GenerationResult:
+        import torch
+
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        was_loaded = self._loaded
+        loaded = self.load(request.model)
+        load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
+        req = self.resolve(request, loaded)
+        pipe = loaded.pipe
+        pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
+        warnings = prompt_warnings(pipe.tokenizer, req)
+        for text in warnings:
+            log.warning(text)
+
+        images, step_seconds = [], []
+        loaded.encode_clock[0] = 0.0
+        denoise = decode = 0.0
+        for index, seed in enumerate(req.seeds()):
+            if cancel.is_set():
+                raise GenerationCancelled()
+            t0 = time.perf_counter()
+            latents = self._denoise(loaded, req, seed, index, on_step, cancel, step_seconds)
+            t1 = time.perf_counter()
+            images.append(decode_latents(pipe, latents))
+            denoise += t1 - t0
+            decode += time.perf_counter() - t1
+        encode = loaded.encode_clock[0]
+        timings = {
+            "load": load_seconds,
+            "encode": encode,
+            "denoise": denoise - encode,
+            "decode": decode,
+            "total": time.perf_counter() - started,
+        }
+        return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings)
+
+    def _denoise(self, loaded: LoadedModel, req: GenerationRequest, seed: int, index: int,
+                 on_step: StepCallback | None, cancel: threading.Event, step_seconds: list[float]):
+        import torch
+
+        pipe = loaded.pipe
+        latents = initial_latents(pipe, req, seed)
+        generator = torch.Generator("cpu").manual_seed(seed)  # for stochastic samplers (Euler a)
+        last = [time.perf_counter()]
+
+        def step_end(pipeline, step, timestep, kwargs):
+            now = time.perf_counter()
+            step_seconds.append(now - last[0])
+            last[0] = now
+            if cancel.is_set():
+                raise GenerationCancelled()
+            if on_step is not None:
+                per_image = pipeline.num_timesteps
+                on_step(index * per_image + step + 1, per_image * req.count, loaded.previewer(kwargs["latents"][0]))
+            return kwargs
+
+        try:
+            out = pipe(
+                prompt=req.prompt,
+                negative_prompt=req.negative_prompt or None,
+                num_inference_steps=req.steps,
+                guidance_scale=req.guidance,
+                width=req.width,
+                height=req.height,
+                latents=latents,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=step_end,
+            )
+        except GenerationCancelled:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            raise LatentStudioError(_oom_message(req)) from exc
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise LatentStudioError(_oom_message(req)) from exc
+            raise
+        return out.images
+
+
+def initial_latents(pipe, req: GenerationRequest, seed: int):
+    """Starting noise drawn on the CPU, so a seed gives the same image on every device."""
+    import torch
+
+    scale = pipe.vae_scale_factor
+    shape = (1, pipe.unet.config.in_channels, req.height // scale, req.width // scale)
+    noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+    return noise.to(pipe.device, pipe.unet.dtype)
+
+
+def decode_latents(pipe, latents):
+    """VAE-decode one latent to a PIL image; NaN or all-black output is an error, never an image."""
+    import torch
+
+    vae = pipe.vae
+    with torch.inference_mode():
+        if not torch.isfinite(latents).all():
+            raise BadImageError(_bad_image_message("NaN"))
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)
+        if shift:
+            latents = latents + shift
+        pixels = vae.decode(latents, return_dict=False)[0]
+        if not torch.isfinite(pixels).all():
+            raise BadImageError(_bad_image_message("NaN"))
+        if float(pixels.float().max()) <= -1.0 + 2.0 / 255:
+            raise BadImageError(_bad_image_message("black"))
+        return pipe.image_processor.postprocess(pixels.float(), output_type="pil")[0]
+
+
+def prompt_warnings(tokenizer, req: GenerationRequest) -> list[str]:
+    """Say how much of a too-long prompt the text encoder never sees (it reads a fixed number of tokens)."""
+    warnings = []
+    limit = tokenizer.model_max_length
+    for label, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
+        if not text:
+            continue
+        ids = tokenizer(text, truncation=False, add_special_tokens=True, verbose=False).input_ids
+        if len(ids) > limit:
+            dropped = ids[limit - 1 : -1]
+            ignored = tokenizer.decode(dropped).strip()
+            warnings.append(
+                f"The {label} is {len(ids) - 2} tokens long but the model reads only {limit - 2}: "
+                f"the last {len(dropped)} tokens are ignored (\u201c{ignored[:120]}\u201d)."
+            )
+    return warnings
+
+
+def _time_module(module, clock: list[float]) -> None:
+    """Accumulate the wall time spent in a module's forward into clock[0]."""
+    begun = [0.0]
+
+    def before(*_):
+        begun[0] = time.perf_counter()
+
+    def after(*_):
+        clock[0] += time.perf_counter() - begun[0]
+
+    module.register_forward_pre_hook(before)
+    module.register_forward_hook(after)
+
+
+def _bad_image_message(what: str) -> str:
+    return (
+        f"The model produced an all-{what} image, so nothing was saved. "
+        "This usually means the precision is too low for this model or device: try --precision fp32 "
+        "(or set Precision to fp32 in the settings), or turn attention slicing off."
+    )
+
+
+def _oom_message(req: GenerationRequest) -> str:
+    return (
+        f"Out of memory generating {req.width}x{req.height}. Try a smaller size, fewer images at once, "
+        "attention slicing 'on', or a lower precision."
+    )

@@ -1,0 +1,244 @@
+"""Finding and loading models, offline only.
+
+Sources: the model shipped in `resources/models/`, diffusers folders in the user's models dir or in
+folders named in settings, a path given directly, and repos already in the Hugging Face cache.
+Nothing here ever reaches the network (`local_files_only=True`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from desktop import paths
+from desktop.errors import LatentStudioError
+
+log = logging.getLogger(__name__)
+
+MODEL_INDEX = "model_index.json"
+# Per-model defaults this app reads (steps, guidance, scheduler, size); optional.
+APP_DEFAULTS_FILE = "latent_studio.json"
+TEXT_TO_IMAGE_PIPELINES = {
+    "StableDiffusionPipeline": "SD",
+    "StableDiffusionXLPipeline": "SDXL",
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    kind: str  # "SD 1.x", "SD 2.x", "SD 2.x (v)", "SDXL", or the pipeline class
+    source: str  # "shipped", "user", "folder", "path", "hf-cache"
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        """What resolves to this model again: its path when it was given as one, else its name."""
+        return str(self.path) if self.source == "path" else self.name
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    steps: int = 25
+    guidance: float = 7.0
+    scheduler: str | None = None  # None: the scheduler the model ships with
+    width: int = 512
+    height: int = 512
+    negative_prompt: str = ""
+    example_prompt: str = ""
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return (path / MODEL_INDEX).is_file()
+
+
+def read_model_index(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LatentStudioError(f"Model folder {folder} has an unreadable {MODEL_INDEX} ({exc}).") from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def detect_kind(folder: Path) -> str:
+    """A short human label for the model family, read from its configs (no weights loaded)."""
+    index = read_model_index(folder)
+    family = TEXT_TO_IMAGE_PIPELINES.get(index.get("_class_name", ""))
+    if family == "SDXL":
+        return "SDXL"
+    if family == "SD":
+        text = _read_json(folder / "text_encoder" / "config.json")
+        sched = _read_json(folder / "scheduler" / "scheduler_config.json")
+        if text.get("hidden_size") == 1024:
+            return "SD 2.x (v)" if sched.get("prediction_type") == "v_prediction" else "SD 2.x"
+        if text.get("hidden_size") == 768 or not text:
+            return "SD 1.x"
+        return "SD (custom)"
+    return index.get("_class_name", "unknown")
+
+
+def read_defaults(folder: Path) -> ModelDefaults:
+    """Defaults stored with the model by whoever made it; else sensible ones for its family."""
+    unet = _read_json(folder / "unet" / "config.json")
+    vae = _read_json(folder / "vae" / "config.json")
+    scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    sample = unet.get("sample_size", 64)
+    side = (sample[0] if isinstance(sample, list) else sample) * scale
+    base = {"width": side, "height": side}
+    stored = _read_json(folder / APP_DEFAULTS_FILE)
+    known = ModelDefaults.__dataclass_fields__
+    base.update({k: v for k, v in stored.items() if k in known})
+    return ModelDefaults(**base)
+
+
+def _info(folder: Path, source: str, name: str | None = None) -> ModelInfo:
+    return ModelInfo(name or folder.name, detect_kind(folder), source, folder)
+
+
+def _folder_models(root: Path, source: str) -> list[ModelInfo]:
+    """A folder that is a model, or a folder of models one level down."""
+    if not root.is_dir():
+        return []
+    if is_diffusers_folder(root):
+        return [_info(root, source)]
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and is_diffusers_folder(child):
+            try:
+                found.append(_info(child, source))
+            except LatentStudioError as exc:
+                log.warning("Skipping model %s: %s", child, exc)
+    return found
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (huggingface_hub reads it once)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def _hf_cache_models() -> list[ModelInfo]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cache = scan_cache_dir(hf_cache_dir())
+    except Exception as exc:  # no cache yet, or an unreadable one: nothing to list
+        log.debug("No Hugging Face cache to scan: %s", exc)
+        return []
+    found = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            snapshot = Path(revision.snapshot_path)
+            if is_diffusers_folder(snapshot):
+                found.append(_info(snapshot, "hf-cache", repo.repo_id))
+                break
+    return found
+
+
+@dataclass
+class ModelRegistry:
+    """Lists every model the app can see and resolves what the user asked for."""
+
+    extra_folders: list[Path] = field(default_factory=list)
+    include_hf_cache: bool = True
+
+    def list(self) -> list[ModelInfo]:
+        models = _folder_models(paths.shipped_models_dir(), "shipped")
+        models += _folder_models(paths.user_models_dir(), "user")
+        for folder in self.extra_folders:
+            models += _folder_models(Path(folder).expanduser(), "folder")
+        if self.include_hf_cache:
+            models += _hf_cache_models()
+        return models
+
+    def default(self) -> ModelInfo:
+        shipped = _folder_models(paths.shipped_models_dir(), "shipped")
+        if shipped:
+            return shipped[0]
+        others = self.list()
+        if others:
+            return others[0]
+        raise LatentStudioError(
+            "No model is installed. Add a Stable Diffusion model in diffusers format: copy its folder into "
+            f"{paths.user_models_dir()}, or pass --model PATH, or add a models folder in the settings."
+        )
+
+    def resolve(self, spec: str | Path | None) -> ModelInfo:
+        """A model by path, by listed name (case-insensitive) or Hugging Face repo id; None = default."""
+        if spec is None or str(spec).strip() == "":
+            return self.default()
+        path = Path(spec).expanduser()
+        if path.exists():
+            if not path.is_dir() or not is_diffusers_folder(path):
+                raise LatentStudioError(
+                    f"{path} is not a diffusers model folder (it has no {MODEL_INDEX}). "
+                    "Point --model at the folder that contains model_index.json."
+                )
+            return _info(path.resolve(), "path")
+        wanted = str(spec).strip().lower()
+        models = self.list()
+        for info in models:
+            if info.name.lower() == wanted:
+                return info
+        names = ", ".join(m.name for m in models) or "none installed"
+        raise LatentStudioError(f"No model named or at {spec!r}. Available: {names}.")
+
+
+def import_diffusers():
+    """diffusers, with the libraries' own progress bars and chatter turned down (we report progress)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return diffusers
+
+
+def load_pipeline(info: ModelInfo, dtype):
+    """Load a diffusers text-to-image pipeline from local files; a broken model is one clear error."""
+    import warnings
+
+    diffusers = import_diffusers()
+
+    index = read_model_index(info.path)
+    class_name = index.get("_class_name", "")
+    if class_name not in TEXT_TO_IMAGE_PIPELINES:
+        raise LatentStudioError(
+            f"{info.path} holds a {class_name or 'unknown'} pipeline; Latent Studio runs Stable Diffusion "
+            f"text-to-image models ({', '.join(TEXT_TO_IMAGE_PIPELINES)})."
+        )
+    extra = {"safety_checker": None, "requires_safety_checker": False} if class_name == "StableDiffusionPipeline" else {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` renamed in new diffusers; old ones need it
+            pipe = getattr(diffusers, class_name).from_pretrained(
+                info.path, torch_dtype=dtype, local_files_only=True, **extra
+            )
+    except Exception as exc:  # diffusers raises many types for a broken folder
+        raise LatentStudioError(f"Could not load the model at {info.path}: {_first_line(exc)}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,51 @@
+"""The named samplers users pick from, mapped to diffusers scheduler classes.
+
+Names follow AUTOMATIC1111 so that settings read from other tools' images match.
+"""
+
+from __future__ import annotations
+
+from desktop.errors import LatentStudioError
+
+# name -> (diffusers class name, config overrides)
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+}
+FALLBACK = "Euler"  # for models that ship a scheduler not in the menu
+SCHEDULER_NAMES = tuple(SCHEDULERS)
+
+
+def canonical_name(name: str) -> str:
+    """Match a user-typed sampler name case-insensitively; unknown names are a clear error."""
+    wanted = name.strip().lower()
+    for known in SCHEDULERS:
+        if known.lower() == wanted:
+            return known
+    raise LatentStudioError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
+
+
+def build(name: str, base_config):
+    """A fresh scheduler of the named kind, from the model's own (unmodified) scheduler config."""
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[canonical_name(name)]
+    return getattr(diffusers, class_name).from_config(base_config, **overrides)
+
+
+def name_of_config(config: dict) -> str:
+    """The menu name for a model's own scheduler; FALLBACK when it is not in the menu."""
+    class_name = config.get("_class_name", "")
+    karras = bool(config.get("use_karras_sigmas", False))
+    for name, (cls, overrides) in SCHEDULERS.items():
+        if cls == class_name and overrides.get("use_karras_sigmas", False) == karras:
+            return name
+    return FALLBACK

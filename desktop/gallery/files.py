@@ -1,0 +1,59 @@
+"""Writing image files so that a crash never leaves a partial PNG under a final name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from desktop.errors import LatentStudioError
+
+
+def dated_folder(root: Path, when: datetime | None = None) -> Path:
+    when = when or datetime.now()
+    return root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}"
+
+
+def save_png_atomic(image, folder: Path, stem: str, chunks: dict[str, str] | None = None) -> Path:
+    """Save as `<stem>.png` (or `<stem>-2.png`, ... if taken): temp file, fsync, then an exclusive rename."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (chunks or {}).items():
+        info.add_itxt(key, value)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".png")
+    except OSError as exc:
+        raise LatentStudioError(f"Cannot write images to {folder}: {exc.strerror or exc}.") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format="PNG", pnginfo=info)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return _claim_name(Path(tmp), folder, stem)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise LatentStudioError(f"Could not save the image in {folder}: {exc.strerror or exc}. Nothing was saved.") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _claim_name(tmp: Path, folder: Path, stem: str) -> Path:
+    """Hard-link the finished temp file to the first free name: atomic and never overwrites."""
+    for n in range(1, 10_000):
+        target = folder / (f"{stem}.png" if n == 1 else f"{stem}-{n}.png")
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            continue
+        except OSError:  # filesystems without hard links: fall back to an exclusive create + rename
+            if target.exists():
+                continue
+            os.replace(tmp, target)
+            return target
+        tmp.unlink()
+        return target
+    raise LatentStudioError(f"No free file name for {stem} in {folder}.")

@@ -1,0 +1,150 @@
+import threading
+
+import numpy as np
+import pytest
+
+from desktop.engine.generation import BadImageError, GenerationCancelled
+from desktop.engine.request import GenerationRequest
+from desktop.engine.schedulers import SCHEDULER_NAMES
+
+SMALL = dict(width=64, height=64, steps=3)
+
+
+def pixels(image):
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_same_seed_gives_identical_pixels(engine):
+    req = GenerationRequest("a red circle on a blue background", seed=42, **SMALL)
+    a = engine.generate(req).images[0]
+    b = engine.generate(req).images[0]
+    c = engine.generate(req.replace(seed=43)).images[0]
+    assert np.array_equal(pixels(a), pixels(b))
+    assert not np.array_equal(pixels(a), pixels(c))
+
+
+def test_seeds_advance_per_image_and_match_single_runs(engine):
+    batch = engine.generate(GenerationRequest("a cat", seed=10, count=2, **SMALL))
+    assert batch.seeds == [10, 11]
+    single = engine.generate(GenerationRequest("a cat", seed=11, **SMALL))
+    assert np.array_equal(pixels(batch.images[1]), pixels(single.images[0]))
+
+
+def test_missing_seed_is_random_and_recorded(engine):
+    result = engine.generate(GenerationRequest("a dog", **SMALL))
+    assert isinstance(result.request.seed, int)
+    again = engine.generate(result.request)
+    assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
+
+
+def test_progress_reports_every_step_with_a_preview(engine):
+    calls = []
+    result = engine.generate(GenerationRequest("a square", seed=1, count=2, **SMALL),
+                             on_step=lambda s, t, p: calls.append((s, t, p.size, p.mode)))
+    assert [(s, t) for s, t, *_ in calls] == [(i, 6) for i in range(1, 7)]
+    scale = engine.loaded.pipe.vae_scale_factor
+    assert {size for *_, size, _ in calls} == {(64 // scale, 64 // scale)}
+    assert {mode for *_, mode in calls} == {"RGB"}
+    assert len(result.step_seconds) == 6
+
+
+def test_cancel_stops_within_one_step_and_decodes_nothing(engine):
+    cancel = threading.Event()
+    steps = []
+    engine.load()
+    vae = engine.loaded.pipe.vae
+    decoded = []
+    original = vae.decode
+    vae.decode = lambda *a, **k: decoded.append(1) or original(*a, **k)
+
+    def on_step(step, total, preview):
+        steps.append(step)
+        if step == 2:
+            cancel.set()
+
+    try:
+        with pytest.raises(GenerationCancelled):
+            engine.generate(GenerationRequest("a circle", seed=3, width=64, height=64, steps=10),
+                            on_step=on_step, cancel=cancel)
+    finally:
+        vae.decode = original
+    assert steps == [1, 2]
+    assert decoded == []
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_every_scheduler_runs(engine, name):
+    result = engine.generate(GenerationRequest("a blue triangle", seed=5, scheduler=name, **SMALL))
+    assert result.request.scheduler == name
+    assert type(engine.loaded.pipe.scheduler).__name__ in repr(engine.loaded.pipe.scheduler)
+    assert result.images[0].size == (64, 64)
+    assert pixels(result.images[0]).std() > 0
+
+
+def test_scheduler_name_is_case_insensitive():
+    assert GenerationRequest(scheduler="dpm++ 2m karras").scheduler == "DPM++ 2M Karras"
+
+
+def test_resolved_request_records_model_defaults(engine):
+    result = engine.generate(GenerationRequest("a cat", seed=1, steps=2))
+    req = result.request
+    assert (req.width, req.height) == (64, 64)  # tiny model: UNet sample_size 32 x VAE factor 2
+    assert req.guidance == 7.0 and req.scheduler == "Euler"
+    assert set(result.timings) == {"load", "encode", "denoise", "decode", "total"}
+    assert result.timings["encode"] > 0 and result.timings["decode"] > 0
+
+
+def test_empty_prompt_is_allowed(engine):
+    assert engine.generate(GenerationRequest("", seed=1, **SMALL)).images
+
+
+def test_too_long_prompt_warns_how_many_tokens_were_dropped(engine):
+    prompt = " ".join(["red circle"] * 50)  # 100 tokens
+    result = engine.generate(GenerationRequest(prompt, seed=1, **SMALL))
+    assert len(result.warnings) == 1
+    assert "100 tokens" in result.warnings[0] and "last 25 tokens are ignored" in result.warnings[0]
+
+
+def test_nan_output_is_an_error_not_an_image(engine):
+    import torch
+
+    engine.load()
+    with torch.no_grad():
+        engine.loaded.pipe.vae.decoder.conv_out.weight.fill_(float("nan"))
+    with pytest.raises(BadImageError, match="fp32"):
+        engine.generate(GenerationRequest("a cat", seed=1, **SMALL))
+
+
+def test_black_output_is_an_error_not_an_image(engine):
+    import torch
+
+    engine.load()
+    conv = engine.loaded.pipe.vae.decoder.conv_out
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(-5.0)
+    with pytest.raises(BadImageError, match="black"):
+        engine.generate(GenerationRequest("a cat", seed=1, **SMALL))
+
+
+def test_switching_models_needs_no_restart(engine, tiny_model, other_tiny_model):
+    req = GenerationRequest("a cat", seed=1, **SMALL)
+    first = engine.generate(req.replace(model=str(tiny_model)))
+    pipe = engine.loaded.pipe
+    again = engine.generate(req.replace(model=str(tiny_model)))
+    assert engine.loaded.pipe is pipe  # cached
+    second = engine.generate(req.replace(model=str(other_tiny_model)))
+    assert engine.loaded.info.path == other_tiny_model
+    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
+    assert not np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
+
+
+def test_sliced_attention_gives_the_same_image(engine):
+    req = GenerationRequest("a red square", seed=9, width=128, height=128, steps=2)
+    engine.options.attention_slicing = "off"
+    plain = engine.generate(req).images[0]
+    engine.options.attention_slicing = "on"
+    engine.options.attention_budget_mb = 1  # forces many slices even at this size
+    sliced = engine.generate(req).images[0]
+    assert engine.loaded.processor.sliced_calls > 0
+    assert np.abs(pixels(plain) - pixels(sliced)).max() <= 1

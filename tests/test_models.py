@@ -1,0 +1,72 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from desktop import paths
+from desktop.engine.generation import Engine, EngineOptions
+from desktop.engine.models import ModelRegistry
+from desktop.engine.request import GenerationRequest
+from desktop.errors import LatentStudioError
+
+
+def test_no_model_installed_says_how_to_add_one():
+    with pytest.raises(LatentStudioError, match="No model is installed"):
+        ModelRegistry().resolve(None)
+
+
+def test_user_models_dir_and_extra_folders_are_listed(tiny_model, tmp_path):
+    shutil.copytree(tiny_model, paths.user_models_dir() / "mine")
+    folder = tmp_path / "A1111 models"
+    shutil.copytree(tiny_model, folder / "theirs")
+    models = {m.name: m for m in ModelRegistry(extra_folders=[folder]).list()}
+    assert models["mine"].source == "user" and models["theirs"].source == "folder"
+    assert ModelRegistry(extra_folders=[folder]).resolve("THEIRS").path == folder / "theirs"
+    assert ModelRegistry().default().name == "mine"
+
+
+def test_hugging_face_cache_repos_are_listed_and_load(tiny_model, engine):
+    hub = Path(os.environ["HF_HUB_CACHE"])
+    repo = hub / "models--someone--tiny-sd"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit, dirs_exist_ok=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    registry = ModelRegistry()
+    info = registry.resolve("someone/tiny-sd")
+    assert info.source == "hf-cache"
+    result = Engine(registry, EngineOptions(device="cpu")).generate(
+        GenerationRequest("a cat", model="someone/tiny-sd", seed=1, width=64, height=64, steps=1))
+    assert result.model.name == "someone/tiny-sd"
+
+
+def test_unknown_model_lists_what_is_available(tiny_model):
+    shutil.copytree(tiny_model, paths.user_models_dir() / "mine")
+    with pytest.raises(LatentStudioError, match="Available: mine"):
+        ModelRegistry().resolve("nope")
+
+
+def test_folder_without_model_index_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LatentStudioError, match="model_index.json"):
+        ModelRegistry().resolve(str(tmp_path / "empty"))
+
+
+def test_broken_weights_are_one_clear_error_naming_the_path(tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not really weights")
+    engine = Engine(options=EngineOptions(device="cpu"))
+    with pytest.raises(LatentStudioError, match=str(broken)):
+        engine.generate(GenerationRequest("x", model=str(broken), width=64, height=64, steps=1))
+    # the engine still works afterwards
+    assert engine.generate(GenerationRequest("x", model=str(tiny_model), seed=1, width=64, height=64, steps=1)).images
+
+
+def test_non_text_to_image_pipeline_is_refused(tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
+    with pytest.raises(LatentStudioError, match="AudioLDMPipeline"):
+        Engine(options=EngineOptions(device="cpu")).load(str(folder))

@@ -1,0 +1,52 @@
+import pytest
+
+from desktop.engine.request import GenerationRequest, InvalidRequest, parse_size
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(width=65), "multiple of 8"),
+        (dict(height=100), "multiple of 8"),
+        (dict(width=56), "from 64 to 2048"),
+        (dict(height=2056), "from 64 to 2048"),
+        (dict(steps=0), "Steps"),
+        (dict(steps=151), "Steps"),
+        (dict(steps=2.5), "Steps"),
+        (dict(guidance=-0.5), "Guidance"),
+        (dict(guidance=30.5), "Guidance"),
+        (dict(seed=-1), "Seed"),
+        (dict(seed=2**32), "Seed"),
+        (dict(count=0), "count"),
+        (dict(scheduler="Magic"), "Unknown scheduler"),
+        (dict(prompt=None), "text"),
+    ],
+)
+def test_invalid_requests_say_what_is_wrong(fields, message):
+    with pytest.raises(Exception, match=message) as info:
+        GenerationRequest(**fields)
+    assert isinstance(info.value, (InvalidRequest,)) or "scheduler" in message.lower()
+
+
+def test_edges_are_allowed():
+    GenerationRequest(width=64, height=2048, steps=1, guidance=0, seed=0)
+    GenerationRequest(width=2048, height=64, steps=150, guidance=30, seed=2**32 - 1)
+
+
+def test_round_trip_through_dict():
+    req = GenerationRequest("a, b: c\n", "neg", 20, 7.5, 512, 768, 42, "Euler a", 2, "m")
+    assert GenerationRequest.from_dict(req.to_dict() | {"unknown": 1}) == req
+
+
+def test_seeds_wrap_at_32_bits():
+    assert GenerationRequest(seed=2**32 - 1, count=3).seeds() == [2**32 - 1, 0, 1]
+
+
+@pytest.mark.parametrize("text, expected", [("512x768", (512, 768)), ("640", (640, 640)), (" 64 X 128 ", (64, 128))])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rejects_garbage():
+    with pytest.raises(InvalidRequest):
+        parse_size("big")
