@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models the app can see")
     models.add_argument("--json", action="store_true")
 
+    demo = sub.add_parser("demo", help="train and evaluate the shipped model (see README)")
+    demo_sub = demo.add_subparsers(dest="demo_command", parser_class=_Parser, required=True)
+    train = demo_sub.add_parser("train", help="train the shipped model from scratch")
+    train.add_argument("--preset", choices=("full", "quick"), default="full")
+    train.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    train.add_argument("--out", type=Path, required=True, help="model folder to write")
+    train.add_argument("--max-minutes", type=float, help="stop training early at this time budget")
+    train.add_argument("--no-tune", action="store_true", help="skip choosing defaults by measurement")
+    train.add_argument("--no-card", action="store_true", help="skip the final evaluation and model card")
+    evaluate = demo_sub.add_parser("evaluate", help="judge 48 fixed prompts at the model's defaults")
+    evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
+    evaluate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    evaluate.add_argument("--card", action="store_true", help="rewrite the model card with the result")
+    evaluate.add_argument("--sheet", type=Path, help="save a contact sheet of the 48 images")
+    evaluate.add_argument("--json", action="store_true")
+
     bench = sub.add_parser("bench", help="measure speed and memory (see README)")
     from desktop.engine import benchmark
 
@@ -236,4 +252,27 @@ def cmd_bench(args) -> int:
     return benchmark.run(args)
 
 
-COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench}
+def cmd_demo(args) -> int:
+    from desktop.demo import make
+    from desktop.engine.devices import pick_device
+
+    device = pick_device(args.device)
+    if args.demo_command == "train":
+        make.make_model(args.preset, device, args.out, args.max_minutes, tune=not args.no_tune,
+                        report=lambda line: print(line, file=sys.stderr, flush=True))
+        if not args.no_card:
+            result = make.evaluate_model(args.out, device, write_card=True)
+            print(result.table())
+        return 0
+    result = make.evaluate_model(args.model or "", device, write_card=args.card, sheet=args.sheet)
+    if args.json:
+        print(json.dumps({"settings": result.settings, "scores": result.scores, "rows": result.rows,
+                          "seconds_per_image": result.seconds_per_image}, indent=2))
+    else:
+        print(f"settings: {result.settings}")
+        print(result.table())
+        print(f"{result.seconds_per_image:.2f} s per image")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo}

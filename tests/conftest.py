@@ -45,6 +45,8 @@ def other_tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def engine(tiny_model):
+    """An engine on the CPU in fp32; LATENT_STUDIO_TEST_DEVICE=cuda runs the same tests on a GPU."""
     from desktop.engine.generation import Engine, EngineOptions
 
-    return Engine(options=EngineOptions(device="cpu", precision="fp32"), default_model=str(tiny_model))
+    device = os.environ.get("LATENT_STUDIO_TEST_DEVICE", "cpu")
+    return Engine(options=EngineOptions(device=device, precision="fp32"), default_model=str(tiny_model))
