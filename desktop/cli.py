@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="model folder to write")
     train.add_argument("--max-minutes", type=float, help="stop training early at this time budget")
     train.add_argument("--no-tune", action="store_true", help="skip choosing defaults by measurement")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this model")
     train.add_argument("--no-card", action="store_true", help="skip the final evaluation and model card")
     evaluate = demo_sub.add_parser("evaluate", help="judge 48 fixed prompts at the model's defaults")
     evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
@@ -184,14 +185,14 @@ def cmd_generate(args) -> int:
         width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
         model=args.model,
     )  # validates every flag before the model loads
-    out_root = args.out or (Path(settings.gallery_dir) if settings.gallery_dir else paths.default_gallery_dir())
+    gallery_root = Path(settings.gallery_dir) if settings.gallery_dir else paths.default_gallery_dir()
     engine = _engine(args, settings)
     seed = base.seed if base.seed is not None else secrets.randbelow(SEED_LIMIT)
     reports = []
     for prompt in prompts:
         request = base.replace(prompt=prompt, seed=seed)
         result = _generate_with_progress(engine, request)
-        saved = _save(result, args.out or dated_folder(out_root), settings.strip_metadata)
+        saved = _save(result, args.out or dated_folder(gallery_root), settings.strip_metadata)
         reports.append(_report(result, saved))
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -259,7 +260,7 @@ def cmd_demo(args) -> int:
     device = pick_device(args.device)
     if args.demo_command == "train":
         make.make_model(args.preset, device, args.out, args.max_minutes, tune=not args.no_tune,
-                        report=lambda line: print(line, file=sys.stderr, flush=True))
+                        report=lambda line: print(line, file=sys.stderr, flush=True), resume=args.resume)
         if not args.no_card:
             result = make.evaluate_model(args.out, device, write_card=True)
             print(result.table())

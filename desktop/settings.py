@@ -31,7 +31,7 @@ class Settings:
     device: str = "auto"
     precision: str = "auto"
     attention_slicing: str = "auto"
-    # Largest attention matrix (MiB) computed in one piece before slicing kicks in ("auto").
+    # Largest attention matrix (MiB) one SDPA call may hold when slicing applies (MPS on "auto"; "on").
     attention_budget_mb: int = 512
     model: str | None = None  # name or path of the selected model; None = shipped default
     model_folders: list[str] = field(default_factory=list)

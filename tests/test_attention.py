@@ -49,9 +49,10 @@ def test_vae_style_attention_sliced_equals_unsliced():
     "policy, device, budget, expected",
     [
         ("off", "mps", 1, 4096),  # off never slices
-        ("auto", "cpu", 10**12, 4096),  # under budget on CPU: one call
-        ("auto", "cpu", 2**20, 64),  # over budget: rows bounded by the budget
-        ("auto", "mps", 2**20, 64),
+        ("auto", "cpu", 2**20, 4096),  # fused SDPA kernels on CPU/CUDA never hold the matrix
+        ("auto", "cuda", 2**20, 4096),
+        ("auto", "mps", 2**20, 64),  # MPS: rows bounded by the budget
+        ("auto", "mps", 10**12, 4096),  # under budget: one call
         ("on", "cpu", 2**20, 64),
         ("on", "cpu", 10**12, 4096),  # nothing to bound
     ],
@@ -64,7 +65,7 @@ def test_chunk_rows_policy(policy, device, budget, expected):
 
 
 def test_chunk_bounds_matrix_memory():
-    proc = SlicedSDPAProcessor("auto", budget_bytes=2**20, device="cpu")
+    proc = SlicedSDPAProcessor("auto", budget_bytes=2**20, device="mps")
     rows = proc.chunk_rows(16, 9216, 9216, 2)
     assert 16 * rows * 9216 * 2 <= 2**20
 

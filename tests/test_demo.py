@@ -72,3 +72,29 @@ def test_quick_training_gives_a_model_the_engine_loads_offline(tmp_path):
     result = engine.generate(GenerationRequest("a red circle on a blue background", model=str(folder), seed=1))
     assert result.request.steps == 3 and result.request.scheduler == "Euler"
     assert result.images[0].size == (128, 128)
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
+    import torch
+
+    from desktop.demo import train
+    from desktop.errors import LatentStudioError
+
+    cfg = dataclasses.replace(train.PRESETS["quick"], vae_steps=2, pool=16, unet_steps=4, unet_batch=4,
+                              ema_start=1, checkpoint_every=2)
+    quiet = dict(report=lambda line: None)
+    whole = train.train(cfg, "cpu", tmp_path / "w1", checkpoint_dir=tmp_path / "c1", **quiet)
+    stopped = train.train(dataclasses.replace(cfg, max_minutes=1e-9), "cpu", tmp_path / "w2",
+                          checkpoint_dir=tmp_path / "c2", **quiet)
+    assert stopped.history["unet_steps_done"] == 1
+    assert (tmp_path / "c2" / "vae.pt").is_file() and (tmp_path / "c2" / "denoiser.pt").is_file()
+    lines = []
+    resumed = train.train(cfg, "cpu", tmp_path / "w3", checkpoint_dir=tmp_path / "c2", resume=True,
+                          report=lines.append)
+    assert any("resuming the UNet at step 1" in line for line in lines)
+    assert resumed.history["unet_steps_done"] == 4
+    for a, b in zip(whole.unet.state_dict().values(), resumed.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(LatentStudioError, match="other training settings"):
+        train.train(dataclasses.replace(cfg, unet_lr=1.0), "cpu", tmp_path / "w4", checkpoint_dir=tmp_path / "c2",
+                    resume=True, **quiet)

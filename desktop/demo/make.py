@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from desktop import paths
 from desktop.demo import evaluate as ev
 from desktop.demo import export, train
 
@@ -34,14 +35,18 @@ def _engine(device: str):
     return Engine(options=EngineOptions(device=device, precision="fp32"))
 
 
+def checkpoint_dir(out: Path) -> Path:
+    return paths.cache_dir() / "demo-training" / out.resolve().name
+
+
 def make_model(preset: str, device: str, out: Path, max_minutes: float | None = None, tune: bool = True,
-               report: Callable[[str], None] = print, tune_prompts: int = 24) -> dict:
+               report: Callable[[str], None] = print, tune_prompts: int = 24, resume: bool = False) -> dict:
     cfg = train.PRESETS[preset]
     if max_minutes is not None:
         cfg = train.TrainConfig(**{**cfg.__dict__, "max_minutes": max_minutes})
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as work:
-        trained = train.train(cfg, device, Path(work), report)
+        trained = train.train(cfg, device, Path(work), report, checkpoint_dir(out), resume)
         facts = export.save_model(trained, out, PROVISIONAL_DEFAULTS)
     facts.update({
         "history": trained.history,

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     parser.add_argument("--sizes", default="512,768", help="square sizes for the slicing part (default 512,768)")
     parser.add_argument("--steps", type=int, default=3, help="denoising steps per run (default 3)")
+    parser.add_argument("--precision-size", type=int, default=256,
+                        help="size for the fp32 vs bf16 part (default 256: emulated bf16 is slow)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant in the overhead part (default 2)")
     parser.add_argument("--out", type=Path, help="JSON results file (default: bench-results/bench-<time>.json)")
 
@@ -145,6 +147,10 @@ def worker_variant(spec: dict) -> dict:
     """One generation with one setting; reports step time, decode time and peak memory."""
     engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), spec.get("slicing", "off"))
     loaded = engine.loaded
+    # Warm-up at the smallest size: pages in the (memory-mapped) weights so the peak below is the
+    # generation's own working memory, not the model being read from disk.
+    engine.generate(_request(64, 1, spec["model"]))
+    loaded.processor.sliced_calls = 0
     with PeakMemory(loaded.placement.device) as mem:
         result = engine.generate(_request(spec["size"], spec["steps"], spec["model"]))
     steps = result.step_seconds[1:] or result.step_seconds  # the first step includes one-off warm-up
@@ -194,7 +200,9 @@ def worker_overhead(spec: dict) -> dict:
     for _ in range(spec["repeats"]):
         bare_s.append(bare())
         ours_s.append(ours())
+    step_s = engine.generate(req).step_seconds[1:]
     return {
+        "preview_pct_of_step": 100 * _preview_seconds(loaded, req) / statistics.median(step_s),
         "device": loaded.placement.device,
         "precision": loaded.placement.precision,
         "bare_s": statistics.median(bare_s),
@@ -202,6 +210,17 @@ def worker_overhead(spec: dict) -> dict:
         "overhead_pct": 100 * (statistics.median(ours_s) / statistics.median(bare_s) - 1),
         "runs": {"bare": bare_s, "engine": ours_s},
     }
+
+
+def _preview_seconds(loaded, req, calls: int = 20) -> float:
+    import torch
+
+    latent = torch.randn(loaded.pipe.unet.config.in_channels, req.height // loaded.pipe.vae_scale_factor,
+                         req.width // loaded.pipe.vae_scale_factor).to(loaded.pipe.device, loaded.pipe.unet.dtype)
+    start = time.perf_counter()
+    for _ in range(calls):
+        loaded.previewer(latent)
+    return (time.perf_counter() - start) / calls
 
 
 WORKERS = {"variant": worker_variant, "overhead": worker_overhead}
@@ -257,9 +276,10 @@ def run(args) -> int:
         rows = []
         for precision in ("fp32", "bf16"):
             out = str(tmp / f"{precision}.png")
-            spec = {**base, "device": "cpu", "precision": precision, "size": sizes[0], "slicing": "off",
-                    "image_out": out, "label": f"cpu {precision} at {sizes[0]}"}
-            rows.append({"precision": precision, **_run_worker("variant", spec)})
+            size = args.precision_size
+            spec = {**base, "device": "cpu", "precision": precision, "size": size, "slicing": "off",
+                    "image_out": out, "label": f"cpu {precision} at {size}"}
+            rows.append({"precision": precision, "size": size, **_run_worker("variant", spec)})
         if all("error" not in r for r in rows):
             results["precision_psnr_db"] = psnr(str(tmp / "fp32.png"), str(tmp / "bf16.png"))
         results["precision"] = rows
@@ -282,6 +302,7 @@ def format_table(results: dict) -> str:
         else:
             lines.append(f"  bare {o['bare_s']:.2f} s  engine {o['engine_s']:.2f} s  overhead {o['overhead_pct']:+.2f} %"
                          f"  ({o['device']}/{o['precision']})")
+            lines.append(f"  step preview costs {o['preview_pct_of_step']:.3f} % of a step")
     for key, title in (("slicing", "Attention slicing"), ("precision", "CPU precision")):
         if key not in results:
             continue

@@ -156,8 +156,6 @@ class Engine:
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
                  cancel: threading.Event | None = None) -> GenerationResult:
-        import torch
-
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         was_loaded = self._loaded
