@@ -91,8 +91,16 @@ def _scheduler_names() -> tuple[str, ...]:
 
 def gui_placeholder() -> int:
     """Until the window lands, running with no command explains what is available."""
+    from desktop.engine.models import ModelRegistry
+
     build_parser().print_help()
-    print("\nThe desktop window is not built yet; use the commands above.", file=sys.stderr)
+    print("\nThe desktop window is not built yet; use the commands above.")
+    settings = load_settings()
+    try:
+        model = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders]).resolve(settings.model)
+        print(f"Default model: {model.name} ({model.kind}, {model.path}).")
+    except LatentStudioError as exc:
+        print(str(exc))
     return 0
 
 
