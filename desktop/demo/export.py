@@ -118,7 +118,8 @@ loss MSE + 0.5·L1 + 1e-6·KL. Stage 2: UNet + text encoder together, {h['unet_s
 
 Trained on: {facts['hardware']}, in {h['total_seconds'] / 60:.1f} minutes (VAE {h['vae_seconds'] / 60:.1f} min).
 {facts.get('cpu_note', '')}
-Final losses: VAE {h['vae_final_loss']:.4f}, denoiser {h['unet_final_loss']:.4f}.
+Final losses: VAE {h['vae_final_loss']:.4f}, denoiser {h['unet_final_loss']:.4f}. VAE round trips of
+rendered images that the judge still reads right: {100 * h.get('vae_round_trip_accuracy', float('nan')):.1f} %.
 
 ## Default settings (chosen by measurement)
 

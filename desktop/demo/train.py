@@ -173,6 +173,27 @@ def train_vae(cfg: TrainConfig, device: str, report: Callable[[str], None]):
     return vae.eval(), losses
 
 
+def vae_round_trip_accuracy(vae, samples: int = 96, seed: int = 10**9) -> float:
+    """Share of rendered images whose VAE reconstruction the judge still reads right (all three)."""
+    import torch
+
+    from desktop.demo.judge import judge
+    from PIL import Image
+
+    seeds = list(range(seed, seed + samples))
+    right = 0
+    with torch.no_grad():
+        for start in range(0, samples, 32):
+            batch = seeds[start : start + 32]
+            x = images_tensor(batch).to(vae.device)
+            recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            arrays = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for s, array in zip(batch, arrays):
+                truth, verdict = render(s), judge(Image.fromarray(array))
+                right += (verdict.colour, verdict.shape, verdict.background) == (truth.colour, truth.shape, truth.background)
+    return right / samples
+
+
 def encode_pool(vae, cfg: TrainConfig, device: str):
     """Render the stage-2 images once and keep their latents (mean of the posterior) and captions."""
     import torch
@@ -291,6 +312,8 @@ def train(cfg: TrainConfig, device: str, work_dir: Path, report: Callable[[str],
         vae, vae_losses = train_vae(cfg, device, report)
         vae_seconds = time.monotonic() - started
         checkpoints.save("vae", {"vae": vae.state_dict(), "losses": vae_losses, "seconds": vae_seconds})
+    vae_accuracy = vae_round_trip_accuracy(vae)
+    report(f"VAE round trips judged right: {100 * vae_accuracy:.1f} %")
     unet, text_encoder, unet_losses, unet_steps, unet_seconds = train_denoiser(
         vae, cfg, device, tokenizer, report, deadline, checkpoints)
     history = {
@@ -300,6 +323,7 @@ def train(cfg: TrainConfig, device: str, work_dir: Path, report: Callable[[str],
         "vae_seconds": vae_seconds,
         "total_seconds": vae_seconds + unet_seconds,
         "vae_final_loss": sum(vae_losses[-50:]) / max(1, len(vae_losses[-50:])),
+        "vae_round_trip_accuracy": vae_accuracy,
         "unet_final_loss": sum(unet_losses[-200:]) / max(1, len(unet_losses[-200:])),
         "unet_steps_done": unet_steps,
     }
