@@ -24,9 +24,7 @@ class SlicedSDPAProcessor:
     """
 
     def __init__(self, policy: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str = "cpu"):
-        self.policy = policy
-        self.budget_bytes = budget_bytes
-        self.device = device
+        self.configure(policy, budget_bytes, device)
         self.sliced_calls = 0  # how often a call was actually split (for tests and the benchmark)
 
     def configure(self, policy: str, budget_bytes: int, device: str) -> None:
@@ -118,8 +116,7 @@ class SlicedSDPAProcessor:
 
 def install(pipe, policy: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str = "cpu") -> SlicedSDPAProcessor:
     """Give every attention layer of the pipeline's UNet and VAE one shared sliced-SDPA processor."""
-    processor = SlicedSDPAProcessor()
-    processor.configure(policy, budget_bytes, device)
+    processor = SlicedSDPAProcessor(policy, budget_bytes, device)
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)
         if module is not None and hasattr(module, "set_attn_processor"):
