@@ -91,13 +91,11 @@ def _scheduler_names() -> tuple[str, ...]:
 
 def gui_placeholder() -> int:
     """Until the window lands, running with no command explains what is available."""
-    from desktop.engine.models import ModelRegistry
-
     build_parser().print_help()
     print("\nThe desktop window is not built yet; use the commands above.")
     settings = load_settings()
     try:
-        model = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders]).resolve(settings.model)
+        model = _registry(settings).resolve(settings.model)
         print(f"Default model: {model.name} ({model.kind}, {model.path}).")
     except LatentStudioError as exc:
         print(str(exc))
@@ -128,9 +126,14 @@ def run(argv: list[str]) -> int:
 # --- commands ---------------------------------------------------------------------------------
 
 
+def _registry(settings: Settings):
+    from desktop.engine.models import ModelRegistry
+
+    return ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
+
+
 def _engine(args, settings: Settings):
     from desktop.engine.generation import Engine, EngineOptions
-    from desktop.engine.models import ModelRegistry
 
     options = EngineOptions(
         device=args.device or settings.device,
@@ -138,15 +141,12 @@ def _engine(args, settings: Settings):
         attention_slicing=args.attention_slicing or settings.attention_slicing,
         attention_budget_mb=settings.attention_budget_mb,
     )
-    registry = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
-    return Engine(registry, options, default_model=settings.model)
+    return Engine(_registry(settings), options, default_model=settings.model)
 
 
 def cmd_models(args) -> int:
-    from desktop.engine.models import ModelRegistry
-
     settings = load_settings()
-    models = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders]).list()
+    models = _registry(settings).list()
     if args.json:
         print(json.dumps([m.as_dict() for m in models], indent=2))
         return 0

@@ -35,9 +35,6 @@ class EvalReport:
     def scores(self) -> dict[str, float]:
         return {key: self.rate(key) for key in TARGETS}
 
-    def meets_targets(self) -> bool:
-        return all(self.scores[k] >= v for k, v in TARGETS.items())
-
     def table(self) -> str:
         lines = ["| measure | result | target |", "| --- | --- | --- |"]
         names = {"shape_colour": "shape colour", "background": "background colour", "shape": "shape",
@@ -59,7 +56,6 @@ def evaluate(engine, model: str | None, steps=None, guidance=None, scheduler=Non
                                     guidance=guidance, scheduler=scheduler, model=model)
         result = engine.generate(request)
         verdict = judge(result.images[0])
-        report.settings = {k: getattr(result.request, k) for k in ("steps", "guidance", "scheduler", "width", "height")}
         row = {
             "prompt": request.prompt, "seed": seed,
             "shape_colour": verdict.colour == colour, "background": verdict.background == background,
@@ -70,6 +66,7 @@ def evaluate(engine, model: str | None, steps=None, guidance=None, scheduler=Non
         if keep_images:
             report.images.append(result.images[0])
     report.seconds_per_image = (time.perf_counter() - started) / n
+    report.settings = {k: getattr(result.request, k) for k in ("steps", "guidance", "scheduler", "width", "height")}
     return report
 
 

@@ -42,6 +42,11 @@ def fit_preview_factors(vae, samples: int = 512, seed: int = 99) -> dict:
     return {"factors": solution[:-1].tolist(), "bias": solution[-1].tolist(), "rms_error": residual}
 
 
+def write_defaults(folder: Path, defaults: dict) -> None:
+    """The settings the app uses for this model when the user leaves them open."""
+    (folder / APP_DEFAULTS_FILE).write_text(json.dumps({**defaults, "example_prompt": EXAMPLE_PROMPT}, indent=2))
+
+
 def save_model(trained: Trained, folder: Path, defaults: dict) -> dict:
     """Write the diffusers folder (fp16 safetensors) atomically; returns size and parameter facts."""
     import torch
@@ -54,7 +59,7 @@ def save_model(trained: Trained, folder: Path, defaults: dict) -> dict:
     pipe.save_pretrained(tmp, safe_serialization=True)
     pipe.to(torch.float32)
     (tmp / PREVIEW_FILE).write_text(json.dumps(preview, indent=2))
-    (tmp / APP_DEFAULTS_FILE).write_text(json.dumps({**defaults, "example_prompt": EXAMPLE_PROMPT}, indent=2))
+    write_defaults(tmp, defaults)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

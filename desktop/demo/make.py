@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import platform
 import shlex
 import sys
@@ -24,8 +26,6 @@ def hardware(device: str) -> str:
 
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (CUDA)"
-    import os
-
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores ({device})"
 
 
@@ -43,7 +43,7 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
                report: Callable[[str], None] = print, tune_prompts: int = 24, resume: bool = False) -> dict:
     cfg = train.PRESETS[preset]
     if max_minutes is not None:
-        cfg = train.TrainConfig(**{**cfg.__dict__, "max_minutes": max_minutes})
+        cfg = dataclasses.replace(cfg, max_minutes=max_minutes)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as work:
         trained = train.train(cfg, device, Path(work), report, checkpoint_dir(out), resume)
@@ -69,7 +69,7 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
     facts["defaults"] = defaults
     facts["defaults_note"] = note
     facts["make_seconds"] = time.monotonic() - started
-    (out / "latent_studio.json").write_text(json.dumps({**defaults, "example_prompt": export.EXAMPLE_PROMPT}, indent=2))
+    export.write_defaults(out, defaults)
     (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
     report(f"model written to {out} ({facts['size_mb']:.1f} MB); defaults {defaults}")
     return facts

@@ -9,7 +9,6 @@ once is bounded by a byte budget.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 POLICIES = ("auto", "on", "off")

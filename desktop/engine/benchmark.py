@@ -188,11 +188,13 @@ def worker_overhead(spec: dict) -> dict:
              height=req.height, generator=torch.Generator("cpu").manual_seed(req.seed))
         return time.perf_counter() - start
 
+    step_s: list[float] = []
+
     def ours() -> float:
         pipe.unet.set_attn_processor(loaded.processor)
         pipe.vae.set_attn_processor(loaded.processor)
         start = time.perf_counter()
-        engine.generate(req, on_step=lambda *_: None)
+        step_s.extend(engine.generate(req, on_step=lambda *_: None).step_seconds[1:])
         return time.perf_counter() - start
 
     engine.generate(req.replace(steps=1))  # warm-up: allocator, kernels
@@ -200,7 +202,6 @@ def worker_overhead(spec: dict) -> dict:
     for _ in range(spec["repeats"]):
         bare_s.append(bare())
         ours_s.append(ours())
-    step_s = engine.generate(req).step_seconds[1:]
     return {
         "preview_pct_of_step": 100 * _preview_seconds(loaded, req) / statistics.median(step_s),
         "device": loaded.placement.device,
