@@ -28,7 +28,9 @@ def build_vae():
         in_channels=3, out_channels=3, latent_channels=4,
         block_out_channels=(16, 32, 64, 64),
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=16, sample_size=IMAGE_SIZE,
+        # 4 channels per norm group: with one channel per group (16 groups of 16 channels) the last
+        # GroupNorm erases each channel's mean, and with it the colour of a flat background.
+        layers_per_block=1, norm_num_groups=4, sample_size=IMAGE_SIZE,
     )
 
 

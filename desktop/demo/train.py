@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 1234
-    # Sized so the whole run takes about 2.5 h on a 2-core laptop CPU (about 0.5 s per VAE step
-    # of 64px crops and 0.75 s per UNet step there).
-    vae_steps: int = 3000
-    vae_batch: int = 16
-    vae_crop: int = 64  # the VAE is convolutional: 64x64 crops teach it 4x cheaper than whole images
+    # Sized so the whole run takes about 2.5 h on a 2-core laptop CPU (about 0.42 s per VAE step
+    # and 0.75 s per UNet step there). The VAE sees whole images, never crops: its GroupNorm and
+    # mid-block attention take statistics over the whole picture, and crops taught it to paint a
+    # tinted frame at the edges of full-size images.
+    vae_steps: int = 4000
+    vae_batch: int = 4
     vae_lr: float = 1e-3
     pool: int = 40_000  # training images, rendered and encoded once for stage 2
     unet_steps: int = 8000
@@ -51,7 +52,7 @@ class TrainConfig:
 PRESETS = {
     "full": TrainConfig(),
     # Minutes on a laptop CPU: for tests and for trying the pipeline end to end.
-    "quick": TrainConfig(vae_steps=40, vae_batch=8, pool=256, unet_steps=60, unet_batch=16, warmup=10,
+    "quick": TrainConfig(vae_steps=40, vae_batch=4, pool=256, unet_steps=60, unet_batch=16, warmup=10,
                          ema_start=20, ema_decay=0.9, checkpoint_every=20),
 }
 
@@ -97,8 +98,7 @@ class EMA:
         decay = min(self.decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for shadow, module in zip(self.shadow, modules):
-                for s, p in zip(shadow.parameters(), module.parameters()):
-                    s.lerp_(p.detach(), 1 - decay)
+                torch._foreach_lerp_(list(shadow.parameters()), [p.detach() for p in module.parameters()], 1 - decay)
 
     def copy_from(self, modules: list) -> None:
         for shadow, module in zip(self.shadow, modules):
@@ -139,13 +139,6 @@ class Checkpoints:
         return state
 
 
-def _crop(x, size: int, rng: random.Random):
-    if size >= x.shape[-1]:
-        return x
-    top, left = rng.randrange(x.shape[-2] - size + 1), rng.randrange(x.shape[-1] - size + 1)
-    return x[..., top : top + size, left : left + size]
-
-
 def train_vae(cfg: TrainConfig, device: str, report: Callable[[str], None]):
     import torch
     import torch.nn.functional as F
@@ -157,10 +150,11 @@ def train_vae(cfg: TrainConfig, device: str, report: Callable[[str], None]):
     seeds = random.Random(cfg.seed)
     losses = []
     for step in range(cfg.vae_steps):
-        x = images_tensor([seeds.randrange(2**62) for _ in range(cfg.vae_batch)])
-        x = _crop(x, cfg.vae_crop, seeds).to(device)
+        x = images_tensor([seeds.randrange(2**62) for _ in range(cfg.vae_batch)]).to(device)
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
+        # The posterior's mean, not a sample: it learns about twice as fast here, and the app only
+        # ever encodes with the mean; the tiny KL term keeps the latents at a sane scale.
+        recon = vae.decode(posterior.mode()).sample
         loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
