@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from desktop import APP_NAME, __version__, paths
@@ -68,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--card", action="store_true", help="rewrite the model card with the result")
     evaluate.add_argument("--sheet", type=Path, help="save a contact sheet of the 48 images")
     evaluate.add_argument("--json", action="store_true")
+
+    from desktop import cli_gallery
+
+    cli_gallery.add_parser(sub)
 
     bench = sub.add_parser("bench", help="measure speed and memory (see README)")
     from desktop.engine import benchmark
@@ -181,7 +184,7 @@ def cmd_generate(args) -> int:
     import secrets
 
     from desktop.engine.request import SEED_LIMIT, GenerationRequest, parse_size
-    from desktop.gallery.files import dated_folder
+    from desktop.gallery.store import open_gallery
 
     settings = load_settings()
     width = height = None
@@ -193,21 +196,24 @@ def cmd_generate(args) -> int:
         width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
         model=args.model,
     )  # validates every flag before the model loads
-    gallery_root = Path(settings.gallery_dir) if settings.gallery_dir else paths.default_gallery_dir()
-    engine = _engine(args, settings)
-    seed = base.seed if base.seed is not None else secrets.randbelow(SEED_LIMIT)
-    reports = []
-    for prompt in prompts:
-        request = base.replace(prompt=prompt, seed=seed)
-        result = _generate_with_progress(engine, request)
-        saved = _save(result, args.out or dated_folder(gallery_root), settings.strip_metadata)
-        reports.append(_report(result, saved))
-        for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        if not args.json:
-            for path in saved:
-                print(path)
-        seed = (seed + result.request.count) % SEED_LIMIT
+    with open_gallery(settings) as gallery:  # opened before the model loads: problems show at once
+        engine = _engine(args, settings)
+        seed = base.seed if base.seed is not None else secrets.randbelow(SEED_LIMIT)
+        reports = []
+        for prompt in prompts:
+            request = base.replace(prompt=prompt, seed=seed)
+            gallery.record_prompt(request)
+            result = _generate_with_progress(engine, request)
+            saved = [gallery.save_image(image, result.request, image_seed, result.model.as_dict(),
+                                        settings.strip_metadata, folder=args.out)
+                     for image, image_seed in zip(result.images, result.seeds)]
+            reports.append(_report(result, saved))
+            for warning in result.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            if not args.json:
+                for path in saved:
+                    print(path)
+            seed = (seed + result.request.count) % SEED_LIMIT
     if args.json:
         print(json.dumps(reports if args.from_file else reports[0], indent=2, ensure_ascii=False))
     return 0
@@ -229,18 +235,6 @@ def _generate_with_progress(engine, request):
     finally:
         if bar is not None:
             bar.close()
-
-
-def _save(result, folder: Path, strip_metadata: bool) -> list[Path]:
-    from desktop.gallery.files import save_png_atomic
-    from desktop.gallery.metadata import text_chunks
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    saved = []
-    for image, seed in zip(result.images, result.seeds):
-        chunks = None if strip_metadata else text_chunks(result.request, seed, result.model.as_dict())
-        saved.append(save_png_atomic(image, folder, f"{stamp}-{seed}", chunks))
-    return saved
 
 
 def _report(result, saved: list[Path]) -> dict:
@@ -284,4 +278,11 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo}
+def cmd_gallery(args) -> int:
+    from desktop import cli_gallery
+
+    return cli_gallery.run(args)
+
+
+COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+            "gallery": cmd_gallery}

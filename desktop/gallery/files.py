@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from datetime import datetime
@@ -26,7 +27,7 @@ def save_png_atomic(image, folder: Path, stem: str, chunks: dict[str, str] | Non
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".png")
     except OSError as exc:
-        raise LatentStudioError(f"Cannot write images to {folder}: {exc.strerror or exc}.") from exc
+        raise LatentStudioError(f"Cannot write images to {folder}: {why(exc)}. Nothing was saved.") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format="PNG", pnginfo=info)
@@ -35,10 +36,21 @@ def save_png_atomic(image, folder: Path, stem: str, chunks: dict[str, str] | Non
         return _claim_name(Path(tmp), folder, stem)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise LatentStudioError(f"Could not save the image in {folder}: {exc.strerror or exc}. Nothing was saved.") from exc
+        raise LatentStudioError(f"Could not save the image in {folder}: {why(exc)}. Nothing was saved.") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def why(exc: OSError) -> str:
+    """An OS error in words a person can act on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full (free some space and try again)"
+    if exc.errno == errno.EFBIG:
+        return "the file would be larger than this system allows (a quota or file size limit)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the folder is read-only (choose another gallery folder in Settings)"
+    return exc.strerror or str(exc)
 
 
 def _claim_name(tmp: Path, folder: Path, stem: str) -> Path:

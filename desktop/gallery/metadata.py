@@ -1,14 +1,21 @@
-"""PNG text chunks: the AUTOMATIC1111 `parameters` layout other tools read, and our exact request."""
+"""PNG text chunks: writing ours (the AUTOMATIC1111 `parameters` layout other tools read, plus our
+exact request as JSON) and reading what this app and others wrote into the settings of a request.
+
+Reading never raises on bad metadata: a malformed chunk is skipped and what was readable is kept.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, fields
 
 from desktop.engine.request import GenerationRequest
 
 A1111_KEY = "parameters"
 APP_KEY = "latent_studio"
 APP_SCHEMA = 1
+NEGATIVE = "Negative prompt:"
 
 
 def _quote(value: str) -> str:
@@ -26,19 +33,157 @@ def a1111_parameters(req: GenerationRequest, seed: int, model_name: str) -> str:
         ("Model", model_name),
     ]
     lines = [req.prompt]
-    if req.negative_prompt:
-        lines.append(f"Negative prompt: {req.negative_prompt}")
+    # A line of the prompt that starts like the negative line would be read as one, unless a real
+    # negative line follows it (readers take the last one).
+    if req.negative_prompt or any(line.startswith(NEGATIVE) for line in req.prompt.split("\n")):
+        lines.append(f"{NEGATIVE} {req.negative_prompt}")
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
 
 
-def app_record(req: GenerationRequest, seed: int, model: dict) -> str:
+def app_record(req: GenerationRequest, seed: int, model: dict, created: float | None = None) -> str:
     record = {"schema": APP_SCHEMA, "request": req.replace(seed=seed, count=1).to_dict(), "model": model}
+    if created is not None:
+        record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
-def text_chunks(req: GenerationRequest, seed: int, model: dict) -> dict[str, str]:
+def text_chunks(req: GenerationRequest, seed: int, model: dict, created: float | None = None) -> dict[str, str]:
     return {
         A1111_KEY: a1111_parameters(req, seed, model.get("name", "")),
-        APP_KEY: app_record(req, seed, model),
+        APP_KEY: app_record(req, seed, model, created),
     }
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageMetadata:
+    """The settings an image was made with, as far as its chunks tell; None where unknown."""
+
+    source: str = "none"  # latent_studio, a1111, comfyui, invokeai or none
+    created: float | None = None  # unix time, when the chunk says
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str | None = None
+
+    def request(self) -> GenerationRequest:
+        """A valid request with every field that passes validation ("reuse these settings")."""
+        from desktop.errors import LatentStudioError
+
+        req = GenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt)
+        for name in ("steps", "guidance", "width", "height", "seed", "scheduler"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    req = req.replace(**{name: value})
+                except LatentStudioError:
+                    pass
+        return req
+
+
+def read_metadata(text: dict[str, str]) -> ImageMetadata:
+    """Our own chunk first (exact), then A1111/Forge, InvokeAI and ComfyUI."""
+    from desktop.gallery import foreign
+
+    readers = [(APP_KEY, _from_app), (A1111_KEY, _from_a1111), ("invokeai_metadata", foreign.from_invokeai),
+               ("sd-metadata", foreign.from_invokeai_legacy), ("prompt", foreign.from_comfyui_prompt),
+               ("workflow", foreign.from_comfyui_workflow)]
+    for key, reader in readers:
+        if key in text:
+            try:
+                found = reader(text[key])
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                found = None
+            if found is not None:
+                return found
+    return ImageMetadata()
+
+
+def _from_app(chunk: str) -> ImageMetadata | None:
+    record = json.loads(chunk)
+    req = record["request"]
+    known = {f.name for f in fields(ImageMetadata)}
+    values = {k: v for k, v in req.items() if k in known and k != "model"}
+    return ImageMetadata(source="latent_studio", model=(record.get("model") or {}).get("name", ""),
+                         created=as_float(record.get("created")), **values)
+
+
+# A1111's own pattern for the settings line (modules/infotext_utils.py).
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_SETTINGS_KEYS = {"Steps", "Sampler", "CFG scale", "Seed", "Size"}
+
+
+def parse_settings_line(line: str) -> dict[str, str]:
+    values = {}
+    for key, value in _PARAM.findall(line):
+        if value.startswith('"') and value.endswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        values[key.strip()] = value.strip() if isinstance(value, str) else str(value)
+    return values
+
+
+def _from_a1111(chunk: str) -> ImageMetadata | None:
+    lines = chunk.split("\n")
+    settings = parse_settings_line(lines[-1])
+    if len(_SETTINGS_KEYS & set(settings)) >= 2:
+        lines = lines[:-1]
+    else:
+        settings = {}
+    negative_at = max((i for i, line in enumerate(lines) if line.startswith(NEGATIVE)), default=None)
+    meta = ImageMetadata(source="a1111")
+    if negative_at is None:
+        meta.prompt = "\n".join(lines)
+    else:
+        meta.prompt = "\n".join(lines[:negative_at])
+        first = lines[negative_at][len(NEGATIVE):]
+        meta.negative_prompt = "\n".join([first[1:] if first.startswith(" ") else first] + lines[negative_at + 1 :])
+    meta.model = settings.get("Model", "")
+    meta.steps = as_int(settings.get("Steps"))
+    meta.guidance = as_float(settings.get("CFG scale"))
+    meta.seed = as_int(settings.get("Seed"))
+    size = _SIZE.match(settings.get("Size", ""))
+    if size:
+        meta.width, meta.height = int(size.group(1)), int(size.group(2))
+    meta.scheduler = scheduler_name(settings.get("Sampler", ""), settings.get("Schedule type", ""))
+    return meta
+
+
+def scheduler_name(sampler: str, schedule: str = "") -> str | None:
+    """Another tool's sampler (and schedule type) as one of our menu names, or None."""
+    from desktop.engine.schedulers import SCHEDULER_NAMES
+
+    aliases = {"plms": "PNDM", "dpm++ 2m sde": None, "euler_ancestral": "Euler a", "euler a": "Euler a",
+               "dpmpp_2m": "DPM++ 2M", "uni_pc": "UniPC", "unipc": "UniPC", "euler": "Euler", "ddim": "DDIM",
+               "lcm": "LCM", "heun": "Heun", "lms": "LMS", "dpmpp_2m_k": "DPM++ 2M Karras", "euler_a": "Euler a",
+               "k_euler": "Euler", "k_euler_a": "Euler a", "k_lms": "LMS", "k_heun": "Heun"}
+    key = sampler.strip().lower()
+    name = next((n for n in SCHEDULER_NAMES if n.lower() == key), None) or aliases.get(key)
+    if name == "DPM++ 2M" and schedule.strip().lower() == "karras":
+        name = "DPM++ 2M Karras"
+    return name
+
+
+def as_int(value) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def as_float(value) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
