@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     from desktop import cli
 
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        return cli.gui_placeholder()
+    if not argv or argv == ["--self-test"]:
+        setup_logging()
+        from desktop.ui.app import run
+
+        return run(self_test=bool(argv))
     return cli.run(argv)

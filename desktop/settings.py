@@ -37,6 +37,8 @@ class Settings:
     model_folders: list[str] = field(default_factory=list)
     gallery_dir: str | None = None
     strip_metadata: bool = False  # privacy: write images without any text chunks
+    window_geometry: str | None = None  # the window's last size and place (Qt's saveGeometry, base64)
+    last_request: dict | None = None  # the prompt panel as it was left
 
     def validate(self) -> None:
         _check_choice("device", self.device, DEVICE_CHOICES)

@@ -75,6 +75,17 @@ MIGRATIONS: list[str] = [
     END;
     CREATE TABLE facts (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: the window's job queue, so pending jobs survive a restart or a crash.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        request TEXT NOT NULL,              -- GenerationRequest as JSON
+        position REAL NOT NULL,             -- order in the queue; reordering rewrites it
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running')),
+        created REAL NOT NULL
+    );
+    CREATE INDEX jobs_by_position ON jobs (position);
+    """,
 ]
 LATEST = len(MIGRATIONS)
 

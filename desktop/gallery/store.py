@@ -328,11 +328,14 @@ def _free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
+def gallery_root(settings) -> Path:
+    from desktop import paths
+
+    return Path(settings.gallery_dir).expanduser() if settings.gallery_dir else paths.default_gallery_dir()
+
+
 def open_gallery(settings=None, **kwargs) -> Gallery:
     """The user's gallery, where settings say (default: the data dir)."""
-    from desktop import paths
     from desktop.settings import load_settings
 
-    settings = settings or load_settings()
-    root = Path(settings.gallery_dir).expanduser() if settings.gallery_dir else paths.default_gallery_dir()
-    return Gallery(root, **kwargs)
+    return Gallery(gallery_root(settings or load_settings()), **kwargs)

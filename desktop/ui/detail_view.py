@@ -1,0 +1,88 @@
+"""One image in full: fit or 100 %, every piece of metadata, and the actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import (QDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from desktop.gallery.records import ImageRecord
+from desktop.ui.image_view import ImageView
+
+SOURCES = {"latent_studio": "Latent Studio", "a1111": "AUTOMATIC1111 / Forge", "comfyui": "ComfyUI",
+           "invokeai": "InvokeAI", "none": "none (settings unknown)"}
+
+
+class DetailDialog(QDialog):
+    def __init__(self, record: ImageRecord, actions, parent=None):
+        super().__init__(parent)
+        self.record, self.actions = record, actions
+        self.setWindowTitle(record.path.name)
+        self.resize(1100, 720)
+        self.view = ImageView("The file is missing." if record.missing else "Cannot read this image.")
+        self.view.set_image(QImage(str(record.path)))
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self.view)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.zoom = QPushButton("100 %")
+        self.zoom.setCheckable(True)
+        self.zoom.setToolTip("Show at actual size (scroll to pan) or fit the window")
+        self.zoom.toggled.connect(self._set_zoom)
+        splitter = QSplitter()
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(self.scroll, 1)
+        left_layout.addWidget(self.zoom, 0, Qt.AlignmentFlag.AlignLeft)
+        splitter.addWidget(left)
+        splitter.addWidget(self._side())
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        QVBoxLayout(self).addWidget(splitter)
+
+    def _side(self) -> QWidget:
+        r = self.record
+        side = QWidget()
+        form = QFormLayout()
+        created = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        rows = [("Prompt", r.prompt), ("Negative", r.negative_prompt or "—"), ("Model", r.model or "—"),
+                ("Seed", r.seed), ("Steps", r.steps), ("Guidance", r.guidance), ("Size", f"{r.width} × {r.height}"),
+                ("Sampler", r.scheduler or "—"), ("Made", created), ("Metadata", SOURCES.get(r.source, r.source)), ("Tags", " ".join(r.tags) or "—"),
+                ("File", str(r.path) + ("  (missing)" if r.missing else ""))]
+        for name, value in rows:
+            label = QLabel("—" if value is None else str(value))
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            form.addRow(f"<b>{name}</b>", label)
+        buttons = QVBoxLayout()
+        for text, slot in [("Reuse settings", lambda: (self.actions.reuse_settings(r), self.accept())),
+                           ("Copy image", lambda: self.actions.copy_image(r)),
+                           ("Copy prompt", lambda: self.actions.copy_prompt(r)),
+                           ("Open file location", lambda: self.actions.open_location(r)),
+                           ("Remove favourite" if r.favourite else "★ Favourite",
+                            lambda: (self.actions.set_favourite([r], not r.favourite), self.accept())),
+                           ("Export…", lambda: self.actions.export([r])),
+                           ("Remove from gallery", lambda: (self.actions.remove([r]), self.accept())),
+                           ("Move file to trash…", lambda: (self.actions.trash([r]), self.accept()))]:
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        layout = QVBoxLayout(side)
+        layout.addLayout(form)
+        row = QHBoxLayout()
+        row.addLayout(buttons)
+        row.addStretch(1)
+        layout.addLayout(row)
+        layout.addStretch(1)
+        return side
+
+    def _set_zoom(self, actual: bool) -> None:
+        self.view.fit = not actual
+        self.scroll.setWidgetResizable(not actual)
+        if actual:
+            self.view.resize(self.view.pixmap().size())
+        self.zoom.setText("Fit" if actual else "100 %")
+        self.view.update()

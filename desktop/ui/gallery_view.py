@@ -1,0 +1,243 @@
+"""The gallery browser: a paged thumbnail grid with search and filters.
+
+The model fetches records a page at a time (Qt asks for more as the user scrolls) and thumbnails
+are made on a QThreadPool, off the GUI thread; only the visible ones are requested and a bounded
+cache keeps memory flat at tens of thousands of images (after calibre's alternate_views).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from PySide6.QtCore import (QAbstractListModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer,
+                            Signal)
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView,
+                               QStackedLayout, QVBoxLayout, QWidget)
+
+from desktop.gallery.records import ImageFilter, ImageRecord
+
+PAGE = 200
+CELL = 176  # thumbnail cell edge, px
+CACHE_LIMIT = 600  # thumbnails held in memory
+RecordRole = Qt.ItemDataRole.UserRole + 1
+
+DATE_FILTERS = [("Any time", None), ("Today", 1), ("Last 7 days", 7), ("Last 30 days", 30), ("Last year", 365)]
+
+
+class _ThumbSignals(QObject):
+    done = Signal(str, QImage)  # image path, thumbnail (null when unreadable)
+
+
+class _ThumbJob(QRunnable):
+    def __init__(self, path: str, signals: _ThumbSignals):
+        super().__init__()
+        self.path, self.signals = path, signals
+
+    def run(self) -> None:
+        from pathlib import Path
+
+        from desktop.gallery.thumbnails import thumbnail
+
+        try:
+            image = QImage(str(thumbnail(Path(self.path))))
+        except Exception:  # unreadable or vanished file: the cell shows a placeholder
+            image = QImage()
+        self.signals.done.emit(self.path, image)
+
+
+class GalleryModel(QAbstractListModel):
+    """Records from the gallery, newest first, loaded a page at a time."""
+
+    def __init__(self, gallery, parent=None):
+        super().__init__(parent)
+        self.gallery = gallery
+        self.filter = ImageFilter()
+        self.records: list[ImageRecord] = []
+        self.total = 0
+        self._thumbs: OrderedDict[str, QPixmap] = OrderedDict()
+        self._pending: set[str] = set()
+        self._signals = _ThumbSignals()
+        self._signals.done.connect(self._thumbnail_ready)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(2)
+        self._placeholder = QPixmap(CELL - 16, CELL - 16)
+        self._placeholder.fill(QColor(60, 60, 64))
+
+    def set_gallery(self, gallery) -> None:
+        self.gallery = gallery
+        self.refresh()
+
+    def set_filter(self, image_filter: ImageFilter) -> None:
+        self.filter = image_filter
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self.records = self.gallery.page(self.filter, 0, PAGE)
+        self.total = self.gallery.count(self.filter)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.records)
+
+    def canFetchMore(self, parent=QModelIndex()) -> bool:
+        return not parent.isValid() and len(self.records) < self.total
+
+    def fetchMore(self, parent=QModelIndex()) -> None:
+        more = self.gallery.page(self.filter, len(self.records), PAGE)
+        if more:
+            self.beginInsertRows(QModelIndex(), len(self.records), len(self.records) + len(more) - 1)
+            self.records.extend(more)
+            self.endInsertRows()
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.records):
+            return None
+        record = self.records[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            text = record.prompt.replace("\n", " ") or record.path.name
+            return ("★ " if record.favourite else "") + (text[:40] + "…" if len(text) > 40 else text)
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self._thumbnail(record)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            missing = "\n(file missing)" if record.missing else ""
+            return f"{record.prompt}\n{record.width}×{record.height} · seed {record.seed} · {record.model}{missing}"
+        if role == RecordRole:
+            return record
+        return None
+
+    def _thumbnail(self, record: ImageRecord):
+        key = str(record.path)
+        if key in self._thumbs:
+            self._thumbs.move_to_end(key)
+            return self._thumbs[key]
+        if key not in self._pending and not record.missing:
+            self._pending.add(key)
+            self.pool.start(_ThumbJob(key, self._signals))
+        return self._placeholder
+
+    def _thumbnail_ready(self, path: str, image: QImage) -> None:
+        self._pending.discard(path)
+        if image.isNull():
+            pixmap = self._placeholder
+        else:  # fill the cell: small images (the shipped model's 128 px) are scaled up too
+            side = CELL - 16
+            pixmap = QPixmap.fromImage(image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
+                                                    Qt.TransformationMode.SmoothTransformation))
+        self._thumbs[path] = pixmap
+        while len(self._thumbs) > CACHE_LIMIT:
+            self._thumbs.popitem(last=False)
+        for row, record in enumerate(self.records):
+            if str(record.path) == path:
+                index = self.index(row)
+                self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+                break
+
+    def record_at(self, row: int) -> ImageRecord:
+        return self.records[row]
+
+    def update_record(self, record: ImageRecord) -> None:
+        for row, old in enumerate(self.records):
+            if old.id == record.id:
+                self.records[row] = record
+                self.dataChanged.emit(self.index(row), self.index(row))
+
+
+class GalleryBrowser(QWidget):
+    """Search box, filters and the grid; opens the detail view on double click."""
+
+    open_record = Signal(object)  # ImageRecord
+    context_menu = Signal(object, object)  # list[ImageRecord], global position
+
+    def __init__(self, gallery, parent=None):
+        super().__init__(parent)
+        self.model = GalleryModel(gallery, self)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search prompts and tags…")
+        self.search.setClearButtonEnabled(True)
+        self.models = QComboBox()
+        self.favourites = QCheckBox("★ Favourites")
+        self.dates = QComboBox()
+        self.dates.addItems([label for label, _ in DATE_FILTERS])
+        self.count_label = QLabel()
+        self._debounce = QTimer(self, singleShot=True, interval=200)
+        self._debounce.timeout.connect(self.apply_filter)
+        self.search.textChanged.connect(self._debounce.start)
+        for combo in (self.models, self.dates):
+            combo.currentIndexChanged.connect(self.apply_filter)
+        self.favourites.toggled.connect(self.apply_filter)
+        self.grid = self._make_grid()
+        self.empty = QLabel()
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: #888; font-size: 15px;")
+        bar = QHBoxLayout()
+        bar.addWidget(self.search, 3)
+        bar.addWidget(self.models, 1)
+        bar.addWidget(self.dates)
+        bar.addWidget(self.favourites)
+        bar.addWidget(self.count_label)
+        self.stack = QStackedLayout()
+        self.stack.addWidget(self.grid)
+        self.stack.addWidget(self.empty)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addLayout(self.stack)
+        self.reload()
+
+    def _make_grid(self) -> QListView:
+        grid = QListView()
+        grid.setModel(self.model)
+        grid.setViewMode(QListView.ViewMode.IconMode)
+        grid.setResizeMode(QListView.ResizeMode.Adjust)
+        grid.setMovement(QListView.Movement.Static)
+        grid.setUniformItemSizes(True)
+        grid.setIconSize(QSize(CELL - 16, CELL - 16))
+        grid.setGridSize(QSize(CELL, CELL + 34))
+        grid.setWordWrap(True)
+        grid.setSpacing(6)
+        grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        grid.customContextMenuRequested.connect(
+            lambda pos: self.context_menu.emit(self.selected(), grid.viewport().mapToGlobal(pos)))
+        grid.doubleClicked.connect(lambda index: self.open_record.emit(self.model.record_at(index.row())))
+        return grid
+
+    def selected(self) -> list[ImageRecord]:
+        return [self.model.record_at(i.row()) for i in sorted(self.grid.selectedIndexes(), key=lambda i: i.row())]
+
+    def set_gallery(self, gallery) -> None:
+        self.model.gallery = gallery
+        self.reload()
+
+    def reload(self) -> None:
+        """Refresh the model list and the grid (after a new image, a rescan, a deletion)."""
+        current = self.models.currentData()
+        self.models.blockSignals(True)
+        self.models.clear()
+        self.models.addItem("All models", None)
+        for name in self.model.gallery.models():
+            self.models.addItem(name, name)
+        self.models.setCurrentIndex(max(0, self.models.findData(current)))
+        self.models.blockSignals(False)
+        self.apply_filter()
+
+    def current_filter(self) -> ImageFilter:
+        days = DATE_FILTERS[self.dates.currentIndex()][1]
+        return ImageFilter(text=self.search.text(), model=self.models.currentData(),
+                           favourites_only=self.favourites.isChecked(),
+                           since=time.time() - days * 86400 if days else None)
+
+    def apply_filter(self) -> None:
+        self.model.set_filter(self.current_filter())
+        total = self.model.total
+        self.count_label.setText(f"{total} image{'s' if total != 1 else ''}")
+        filtered = self.current_filter() != ImageFilter()
+        if total:
+            self.stack.setCurrentWidget(self.grid)
+        else:
+            self.empty.setText("No images match these filters." if filtered else
+                               "No images yet.\nWrite a prompt on the left and press Generate.")
+            self.stack.setCurrentWidget(self.empty)

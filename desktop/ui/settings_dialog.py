@@ -1,0 +1,95 @@
+"""Settings: device, precision, attention slicing, model folders, gallery folder, metadata privacy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QListWidget, QPushButton, QVBoxLayout, QWidget)
+
+from desktop.settings import DEVICE_CHOICES, PRECISION_CHOICES, SLICING_CHOICES, Settings
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, default_gallery: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setMinimumWidth(560)
+        self._settings = settings
+        self.device = _combo(DEVICE_CHOICES, settings.device)
+        self.precision = _combo(PRECISION_CHOICES, settings.precision)
+        self.slicing = _combo(SLICING_CHOICES, settings.attention_slicing)
+        self.folders = QListWidget()
+        self.folders.addItems(settings.model_folders)
+        self.folders.setMaximumHeight(100)
+        add, remove = QPushButton("Add folder…"), QPushButton("Remove")
+        add.clicked.connect(self._add_folder)
+        remove.clicked.connect(lambda: [self.folders.takeItem(self.folders.row(i)) for i in self.folders.selectedItems()])
+        self.gallery = QLineEdit(settings.gallery_dir or "")
+        self.gallery.setPlaceholderText(default_gallery)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._pick_gallery)
+        self.privacy = QCheckBox("Write images without prompt and settings (no text chunks)")
+        self.privacy.setChecked(settings.strip_metadata)
+
+        form = QFormLayout()
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.precision)
+        form.addRow("Attention slicing", self.slicing)
+        form.addRow(_hint("auto picks the fastest safe choice for this machine: CUDA > MPS > CPU; fp16 on GPUs, "
+                          "fp32 on most CPUs; slicing on MPS. Applies to the next image."))
+        form.addRow("Model folders", self.folders)
+        row = QHBoxLayout()
+        row.addWidget(add)
+        row.addWidget(remove)
+        row.addStretch(1)
+        form.addRow("", _wrap(row))
+        gallery_row = QHBoxLayout()
+        gallery_row.addWidget(self.gallery, 1)
+        gallery_row.addWidget(browse)
+        form.addRow("Gallery folder", _wrap(gallery_row))
+        form.addRow("Privacy", self.privacy)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of models")
+        if folder:
+            self.folders.addItem(folder)
+
+    def _pick_gallery(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Gallery folder")
+        if folder:
+            self.gallery.setText(folder)
+
+    def result_settings(self) -> Settings:
+        return dataclasses.replace(
+            self._settings, device=self.device.currentText(), precision=self.precision.currentText(),
+            attention_slicing=self.slicing.currentText(),
+            model_folders=[self.folders.item(i).text() for i in range(self.folders.count())],
+            gallery_dir=self.gallery.text().strip() or None, strip_metadata=self.privacy.isChecked())
+
+
+def _combo(choices, current: str) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(list(choices))
+    combo.setCurrentText(current)
+    return combo
+
+
+def _hint(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #888;")
+    return label
+
+
+def _wrap(layout) -> QWidget:
+    widget = QWidget()
+    layout.setContentsMargins(0, 0, 0, 0)
+    widget.setLayout(layout)
+    return widget

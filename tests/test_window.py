@@ -1,0 +1,239 @@
+"""The window with real widgets (offscreen), the real worker thread and a tiny real pipeline."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+
+from desktop import paths
+from desktop.engine.request import GenerationRequest
+from desktop.gallery.jobs import JobQueue
+from desktop.gallery.store import open_gallery
+from desktop.settings import Settings, load_settings, save_settings
+
+JOB_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def user_model(tiny_model):
+    """The tiny model installed the way a user installs one: a folder in the models dir."""
+    target = paths.user_models_dir() / "tiny-sd"
+    shutil.copytree(tiny_model, target)
+    save_settings(Settings(model="tiny-sd"))
+    return target
+
+
+@pytest.fixture
+def window(qtbot, user_model):
+    from desktop.ui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    prepare(win)
+    yield win
+    if win.isVisible():
+        win.close()
+
+
+def prepare(win, prompt="a red circle on a blue background", steps=3):
+    panel = win.prompt_panel
+    panel.prompt.setPlainText(prompt)
+    panel.steps.setValue(steps)
+    panel.size_preset.setCurrentIndex(panel.size_preset.count() - 1)  # custom
+    panel.width_box.setValue(64)
+    panel.height_box.setValue(64)
+
+
+def run_job(qtbot, win, click=True):
+    with qtbot.waitSignal(win.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        if click:
+            qtbot.mouseClick(win.prompt_panel.generate_button, Qt.MouseButton.LeftButton)
+    return blocker.args  # job id, outcome, paths
+
+
+def test_generate_button_puts_the_image_in_the_gallery_grid(qtbot, window):
+    ticks = []
+    timer = QTimer(interval=10)
+    timer.timeout.connect(lambda: ticks.append(window.current_job))
+    timer.start()
+    steps_seen = []
+    window.worker.worker.progress.connect(lambda job, step, total, left, image: steps_seen.append((step, image.isNull())))
+    job_id, outcome, saved = run_job(qtbot, window)
+    timer.stop()
+    assert outcome == "finished" and len(saved) == 1
+    assert [s for s, _ in steps_seen] == [1, 2, 3] and not any(null for _, null in steps_seen)
+    # the event loop kept running while the worker generated: the timer fired during the job
+    assert ticks.count(job_id) >= 1
+    grid = window.browser.model
+    assert grid.rowCount() == 1 and str(grid.record_at(0).path) == saved[0]
+    assert grid.record_at(0).prompt == "a red circle on a blue background"
+    assert not window.preview.pixmap().isNull()
+    assert window.history.list.count() == 1
+    assert window.prompt_panel.seed.text() != ""  # the seed used is shown
+
+
+def test_cancel_mid_run_stops_within_a_step_and_saves_nothing(qtbot, window):
+    prepare(window, steps=150)
+    steps = []
+
+    def on_progress(job, step, total, left, image):
+        steps.append(step)
+        if step == 2:
+            window.cancel()
+
+    window.worker.worker.progress.connect(on_progress)
+    _, outcome, saved = run_job(qtbot, window)
+    assert outcome == "cancelled" and saved == []
+    assert max(steps) <= 3
+    assert window.gallery.count() == 0 and window.queue.jobs() == []
+    assert window.prompt_panel.generate_button.text() == "Generate"
+
+
+def test_a_queue_of_three_jobs_runs_in_order(qtbot, window):
+    done = []
+    window.job_done.connect(lambda job, outcome, saved: done.append(outcome))
+    for prompt in ("first", "second", "third"):
+        window.prompt_panel.prompt.setPlainText(prompt)
+        window.generate()
+    jobs = window.queue.jobs()
+    assert [j.state for j in jobs] == ["running", "pending", "pending"]
+    assert window.queue_panel.title.text() == "Queue: 2 waiting"
+    window.queue.move(jobs[2].id, 0)  # reorder: third before second
+    qtbot.waitUntil(lambda: len(done) == 3, timeout=JOB_TIMEOUT_MS)
+    assert done == ["finished"] * 3
+    assert [r.prompt for r in window.gallery.page()] == ["second", "third", "first"]  # newest first
+    assert window.queue.jobs() == [] and not window.queue_panel.isVisible()
+
+
+def test_pending_jobs_resume_after_a_restart_or_crash(qtbot, user_model):
+    from desktop.ui.main_window import MainWindow
+
+    with open_gallery() as gallery:
+        queue = JobQueue(gallery)
+        request = GenerationRequest(prompt="left over", steps=2, width=64, height=64, seed=5, model="tiny-sd")
+        queue.add(request)
+        queue.add(request.replace(prompt="also left over"))
+        queue.start_next()  # the app died while this one was running
+    done = []
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.job_done.connect(lambda job, outcome, saved: done.append(outcome))
+    qtbot.waitUntil(lambda: len(done) == 2, timeout=JOB_TIMEOUT_MS)
+    assert done == ["finished", "finished"]
+    assert sorted(r.prompt for r in win.gallery.page()) == ["also left over", "left over"]
+    win.close()
+
+
+def test_dropping_an_a1111_png_fills_the_prompt_panel(qtbot, window, tmp_path):
+    info = PngInfo()
+    info.add_text("parameters", "a lighthouse, at dusk\nNegative prompt: fog\nSteps: 33, Sampler: DPM++ 2M, "
+                                "Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model: sd15")
+    png = tmp_path / "from a1111.png"
+    Image.new("RGB", (512, 768)).save(png, pnginfo=info)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(png))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    panel = window.prompt_panel
+    assert panel.prompt.toPlainText() == "a lighthouse, at dusk" and panel.negative.toPlainText() == "fog"
+    assert (panel.steps.value(), panel.guidance.value(), panel.width_box.value(), panel.height_box.value()) == (
+        33, 6.5, 512, 768)
+    assert panel.scheduler.currentText() == "DPM++ 2M Karras" and panel.seed.text() == "1234"
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    window.load_settings_from_png(plain)
+    assert window.banner.isVisible() and "no generation settings" in window.banner.text()
+
+
+def test_search_filters_the_grid(qtbot, window):
+    for prompt in ("a red circle", "a blue square"):
+        window.prompt_panel.prompt.setPlainText(prompt)
+        run_job(qtbot, window)
+    browser = window.browser
+    assert browser.model.rowCount() == 2
+    browser.search.setText("squ")
+    qtbot.waitUntil(lambda: browser.model.rowCount() == 1, timeout=5000)
+    assert browser.model.record_at(0).prompt == "a blue square"
+    browser.search.setText("nothing like this")
+    qtbot.waitUntil(lambda: browser.stack.currentWidget() is browser.empty, timeout=5000)
+    assert "No images match" in browser.empty.text()
+
+
+def test_a_broken_model_shows_an_error_and_the_next_job_works(qtbot, window):
+    broken = paths.user_models_dir() / "broken-sd"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    window._load_models()
+    panel = window.prompt_panel
+    panel.model.setCurrentIndex(panel.model.findData("broken-sd"))
+    prepare(window)
+    _, outcome, _ = run_job(qtbot, window)
+    assert outcome == "failed" and window.banner.isVisible() and "broken-sd" in window.banner.text()
+    assert "Traceback" not in window.banner.text()
+    panel.model.setCurrentIndex(panel.model.findData("tiny-sd"))
+    prepare(window)
+    _, outcome, saved = run_job(qtbot, window)
+    assert outcome == "finished" and not window.banner.isVisible()
+
+
+def test_detail_view_and_reuse_settings(qtbot, window):
+    from desktop.ui.detail_view import DetailDialog
+
+    window.prompt_panel.negative.setPlainText("blurry")
+    run_job(qtbot, window)
+    record = window.browser.model.record_at(0)
+    dialog = DetailDialog(record, window.actions, window)
+    qtbot.addWidget(dialog)
+    assert not dialog.view.pixmap().isNull()
+    texts = [w.text() for w in dialog.findChildren(type(window.banner))]
+    assert "blurry" in texts and str(record.seed) in texts
+    window.prompt_panel.prompt.setPlainText("something else")
+    window.actions.reuse_settings(record)
+    assert window.prompt_panel.prompt.toPlainText() == record.prompt
+    assert window.prompt_panel.seed.text() == str(record.seed)
+    window.actions.set_favourite([record], True)
+    assert window.browser.model.record_at(0).favourite
+
+
+def test_settings_and_geometry_survive_a_restart(qtbot, window):
+    from desktop.ui.main_window import MainWindow
+
+    window.prompt_panel.prompt.setPlainText("remember me")
+    window.resize(900, 700)
+    window.close()
+    assert load_settings().last_request["prompt"] == "remember me"
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert again.prompt_panel.prompt.toPlainText() == "remember me"
+    assert again.prompt_panel.model_ref() == "tiny-sd"
+    again.close()
+
+
+def test_with_no_model_the_window_says_how_to_add_one(qtbot):
+    from desktop.ui.main_window import MainWindow
+
+    if any(paths.shipped_models_dir().glob("*/model_index.json")):
+        pytest.skip("a shipped model is installed")
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert not win.prompt_panel.generate_button.isEnabled()
+    assert "No model is installed" in win.preview.message and str(paths.user_models_dir()) in win.preview.message
+    win.close()
+
+
+def test_self_test_runs_the_real_window_headless(user_model, tmp_path):
+    from test_cli import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--self-test"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "self-test passed" in proc.stdout
