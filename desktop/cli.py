@@ -92,19 +92,6 @@ def _scheduler_names() -> tuple[str, ...]:
     return SCHEDULER_NAMES
 
 
-def gui_placeholder() -> int:
-    """Until the window lands, running with no command explains what is available."""
-    build_parser().print_help()
-    print("\nThe desktop window is not built yet; use the commands above.")
-    settings = load_settings()
-    try:
-        model = _registry(settings).resolve(settings.model)
-        print(f"Default model: {model.name} ({model.kind}, {model.path}).")
-    except LatentStudioError as exc:
-        print(str(exc))
-    return 0
-
-
 def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -92,9 +92,3 @@ def test_models_lists_what_the_registry_sees(tiny_model, isolated_home):
     assert {"name": "my-model", "source": "user"}.items() <= listed[0].items()
     table = run_cli("models")
     assert "my-model" in table.stdout and "NAME" in table.stdout
-
-
-def test_no_arguments_says_plainly_that_no_model_is_installed():
-    proc = run_cli()
-    assert proc.returncode == 0
-    assert "No model is installed" in proc.stdout and "models" in proc.stdout

@@ -237,3 +237,13 @@ def test_self_test_runs_the_real_window_headless(user_model, tmp_path):
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "self-test passed" in proc.stdout
+
+
+def test_rescan_runs_off_the_gui_thread_and_shows_dropped_in_images(qtbot, window):
+    info = PngInfo()
+    info.add_text("parameters", "dropped by hand\nSteps: 5, Sampler: Euler, CFG scale: 3, Seed: 2, Size: 32x32")
+    Image.new("RGB", (32, 32)).save(window.gallery.root / "by hand.png", pnginfo=info)
+    window._rescan()
+    qtbot.waitUntil(lambda: window.browser.model.total == 1, timeout=20_000)
+    assert window.browser.model.record_at(0).prompt == "dropped by hand"
+    assert "1 added" in window.statusBar().currentMessage()

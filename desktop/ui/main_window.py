@@ -321,19 +321,28 @@ class MainWindow(QMainWindow):
 
         folder = QFileDialog.getExistingDirectory(self, "Import a folder of PNG images")
         if folder:
-            self._report_scan(lambda: scan.import_folder(self.gallery, Path(folder)))
+            self._scan_in_background(lambda gallery: scan.import_folder(gallery, Path(folder)), "Importing…")
 
     def _rescan(self) -> None:
         from desktop.gallery import scan
 
-        self._report_scan(lambda: scan.rescan(self.gallery))
+        self._scan_in_background(scan.rescan, "Rescanning the gallery…")
 
-    def _report_scan(self, operation) -> None:
-        try:
-            report = operation()
-        except LatentStudioError as exc:
-            self.show_error(str(exc))
-            return
+    def _scan_in_background(self, operation, message: str) -> None:
+        """Reads every file, so it runs on a pool thread with its own database connection."""
+        from desktop.gallery.store import Gallery
+        from desktop.ui.background import run_in_background
+
+        root = self.gallery.root
+
+        def work():
+            with Gallery(root, reconcile=False) as gallery:
+                return operation(gallery)
+
+        self.statusBar().showMessage(message)
+        run_in_background(work, self._scan_done, self.show_error)
+
+    def _scan_done(self, report) -> None:
         self.browser.reload()
         self.history.reload()
         self.statusBar().showMessage(report.summary().splitlines()[0], 10000)
