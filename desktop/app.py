@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     from desktop import cli
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--convert-pickle-worker"]:  # the isolated process of `models convert`
+        from desktop.engine.convert import worker
+
+        return worker(*argv[1:3])
     if not argv or argv == ["--self-test"]:
         setup_logging()
         from desktop.ui.app import run

@@ -48,8 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, metavar="DIR", help="folder for the images (default: the gallery)")
     gen.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
 
-    models = sub.add_parser("models", help="list the models the app can see")
+    models = sub.add_parser("models", help="list the models the app can see; convert a pickle checkpoint")
     models.add_argument("--json", action="store_true")
+    models_sub = models.add_subparsers(dest="models_command", parser_class=_Parser)
+    convert = models_sub.add_parser("convert", help="turn a .ckpt/.pt/.bin checkpoint into .safetensors (tensors only)")
+    convert.add_argument("file", type=Path)
+    convert.add_argument("--out", type=Path, help="where to write (default: beside it, .safetensors)")
+    fetch = models_sub.add_parser("download", help="download a diffusers model by Hugging Face repo id (needs network)")
+    fetch.add_argument("repo_id", help="e.g. stable-diffusion-v1-5/stable-diffusion-v1-5")
 
     demo = sub.add_parser("demo", help="train and evaluate the shipped model (see README)")
     demo_sub = demo.add_subparsers(dest="demo_command", parser_class=_Parser, required=True)
@@ -135,18 +141,32 @@ def _engine(args, settings: Settings):
 
 
 def cmd_models(args) -> int:
+    from desktop.engine.models import model_size
+
+    if args.models_command == "convert":
+        from desktop.engine.convert import convert_pickle
+
+        print(convert_pickle(args.file, args.out))
+        return 0
+    if args.models_command == "download":
+        from desktop.engine.download import download
+
+        print(download(args.repo_id, paths.user_models_dir()))
+        return 0
     settings = load_settings()
     models = _registry(settings).list()
     if args.json:
-        print(json.dumps([m.as_dict() for m in models], indent=2))
+        print(json.dumps([{**m.as_dict(), "size_bytes": model_size(m)} for m in models], indent=2))
         return 0
     if not models:
-        print(f"No models found. Copy a diffusers model folder into {paths.user_models_dir()} or pass --model PATH.")
+        print(f"No models found. Copy a diffusers model folder or a .safetensors checkpoint into "
+              f"{paths.user_models_dir()}, add a models folder in the settings, or pass --model PATH.")
         return 0
-    rows = [("NAME", "KIND", "SOURCE", "PATH")] + [(m.name, m.kind, m.source, str(m.path)) for m in models]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    rows = [("NAME", "KIND", "SIZE", "SOURCE", "PATH")]
+    rows += [(m.name, m.kind, f"{model_size(m) / 1e9:.2f} GB", m.source, str(m.path)) for m in models]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
     return 0
 
 

@@ -1,8 +1,10 @@
 """Finding and loading models, offline only.
 
-Sources: the model shipped in `resources/models/`, diffusers folders in the user's models dir or in
-folders named in settings, a path given directly, and repos already in the Hugging Face cache.
-Nothing here ever reaches the network (`local_files_only=True`).
+Sources: the model shipped in `resources/models/`, diffusers folders and single-file `.safetensors`
+checkpoints in the user's models dir or in folders named in settings (an AUTOMATIC1111
+`models/Stable-diffusion` or ComfyUI `models/checkpoints` folder works as is), a path given
+directly, and repos already in the Hugging Face cache. Nothing here ever reaches the network
+(`local_files_only=True`), and nothing runs code a model folder names outside diffusers/transformers.
 """
 
 from __future__ import annotations
@@ -107,20 +109,44 @@ def _info(folder: Path, source: str, name: str | None = None) -> ModelInfo:
     return ModelInfo(name or folder.name, detect_kind(folder), source, folder)
 
 
-def _folder_models(root: Path, source: str) -> list[ModelInfo]:
-    """A folder that is a model, or a folder of models one level down."""
+def _file_info(path: Path, source: str) -> ModelInfo:
+    from desktop.engine.checkpoints import identify
+
+    return ModelInfo(path.stem, identify(path).kind, source, path)
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    from desktop.engine.checkpoints import SAFE_SUFFIXES
+
+    return path.is_file() and path.suffix.lower() in SAFE_SUFFIXES
+
+
+def _folder_models(root: Path, source: str, depth: int = 2) -> list[ModelInfo]:
+    """A folder that is a model, or models inside it: diffusers folders and .safetensors checkpoints
+    (subfolders too, as A1111 and ComfyUI users organise them). Unusable files are logged, not listed."""
     if not root.is_dir():
         return []
     if is_diffusers_folder(root):
         return [_info(root, source)]
     found = []
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and is_diffusers_folder(child):
-            try:
+    for child in sorted(root.iterdir(), key=lambda p: p.name.lower()):
+        try:
+            if child.is_dir() and is_diffusers_folder(child):
                 found.append(_info(child, source))
-            except LatentStudioError as exc:
-                log.warning("Skipping model %s: %s", child, exc)
+            elif is_checkpoint_file(child):
+                found.append(_file_info(child, source))
+            elif child.is_dir() and depth > 1 and not child.name.startswith("."):
+                found += _folder_models(child, source, depth - 1)
+        except LatentStudioError as exc:
+            log.warning("Skipping model %s: %s", child, exc)
     return found
+
+
+def model_size(info: ModelInfo) -> int:
+    """Bytes on disk (a folder's files followed through the HF cache's links)."""
+    if info.path.is_file():
+        return info.path.stat().st_size
+    return sum(f.stat().st_size for f in info.path.rglob("*") if f.is_file())
 
 
 def hf_cache_dir() -> Path:
@@ -185,6 +211,11 @@ class ModelRegistry:
         if spec is None or str(spec).strip() == "":
             return self.default()
         path = Path(spec).expanduser()
+        if path.is_file():
+            from desktop.engine.checkpoints import check_suffix
+
+            check_suffix(path)
+            return _file_info(path.resolve(), "path")
         if path.exists():
             if not path.is_dir() or not is_diffusers_folder(path):
                 raise LatentStudioError(
@@ -218,6 +249,12 @@ def load_pipeline(info: ModelInfo, dtype):
     import warnings
 
     diffusers = import_diffusers()
+    if info.path.is_file():
+        from desktop.engine.checkpoints import load_single_file
+
+        pipe = load_single_file(info.path, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     index = read_model_index(info.path)
     class_name = index.get("_class_name", "")
@@ -226,6 +263,7 @@ def load_pipeline(info: ModelInfo, dtype):
             f"{info.path} holds a {class_name or 'unknown'} pipeline; Latent Studio runs Stable Diffusion "
             f"text-to-image models ({', '.join(TEXT_TO_IMAGE_PIPELINES)})."
         )
+    check_trusted_code(info.path, index)
     extra = {"safety_checker": None, "requires_safety_checker": False} if class_name == "StableDiffusionPipeline" else {}
     try:
         with warnings.catch_warnings():
@@ -237,6 +275,24 @@ def load_pipeline(info: ModelInfo, dtype):
         raise LatentStudioError(f"Could not load the model at {info.path}: {_first_line(exc)}") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TRUSTED_LIBRARIES = {"diffusers", "transformers", None}
+
+
+def check_trusted_code(folder: Path, index: dict) -> None:
+    """A model_index.json may name any Python module as a component's library; loading it would
+    import (run) that code. Only diffusers and transformers classes are loaded."""
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
+            continue
+        library = value[0]
+        if library not in TRUSTED_LIBRARIES:
+            raise LatentStudioError(
+                f"{folder} asks to load its {name!r} from {library!r}, code outside diffusers and transformers. "
+                "Latent Studio does not run code that comes with a model; use a standard model folder.")
+    if (folder / "pipeline.py").exists() or index.get("_custom_pipeline"):
+        raise LatentStudioError(f"{folder} comes with its own pipeline code, which Latent Studio does not run.")
 
 
 def _first_line(exc: BaseException) -> str:

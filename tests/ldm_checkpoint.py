@@ -1,0 +1,111 @@
+"""A full-size SD 1.5 checkpoint with random weights, written in the original single-file (LDM) layout.
+
+The key conversion is the inverse of diffusers' (after diffusers' own
+scripts/convert_diffusers_to_original_stable_diffusion.py), written here so the test owns it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _unet_layer_map() -> list[tuple[str, str]]:
+    pairs = []  # (ldm prefix, diffusers prefix)
+    for i in range(4):
+        for j in range(2):
+            pairs.append((f"input_blocks.{3 * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            if i < 3:
+                pairs.append((f"input_blocks.{3 * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}."))
+        for j in range(3):
+            pairs.append((f"output_blocks.{3 * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+            if i > 0:
+                pairs.append((f"output_blocks.{3 * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
+        if i < 3:
+            pairs.append((f"input_blocks.{3 * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+            pairs.append((f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.", f"up_blocks.{i}.upsamplers.0."))
+    pairs.append(("middle_block.1.", "mid_block.attentions.0."))
+    for j in range(2):
+        pairs.append((f"middle_block.{2 * j}.", f"mid_block.resnets.{j}."))
+    return pairs
+
+
+UNET_DIRECT = [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
+               ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
+UNET_RESNET = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"),
+               ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut")]
+
+
+def unet_to_ldm(state: dict) -> dict:
+    out = {}
+    layers = _unet_layer_map()
+    for name, tensor in state.items():
+        new = name
+        for ldm, hf in UNET_DIRECT:
+            if new.startswith(hf):
+                new = ldm + new[len(hf):]
+        if "resnets" in new:
+            for ldm, hf in UNET_RESNET:
+                new = new.replace(hf, ldm)
+        for ldm, hf in layers:
+            new = new.replace(hf, ldm)
+        out["model.diffusion_model." + new] = tensor
+    return out
+
+
+def _vae_map() -> list[tuple[str, str]]:
+    pairs = [("nin_shortcut", "conv_shortcut"), ("norm_out", "conv_norm_out"), ("mid.attn_1.", "mid_block.attentions.0.")]
+    for i in range(4):
+        for j in range(2):
+            pairs.append((f"encoder.down.{i}.block.{j}.", f"encoder.down_blocks.{i}.resnets.{j}."))
+        if i < 3:
+            pairs.append((f"down.{i}.downsample.", f"down_blocks.{i}.downsamplers.0."))
+            pairs.append((f"up.{3 - i}.upsample.", f"up_blocks.{i}.upsamplers.0."))
+        for j in range(3):
+            pairs.append((f"decoder.up.{3 - i}.block.{j}.", f"decoder.up_blocks.{i}.resnets.{j}."))
+    for i in range(2):
+        pairs.append((f"mid.block_{i + 1}.", f"mid_block.resnets.{i}."))
+    return pairs
+
+
+VAE_ATTENTION = [("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0.")]
+
+
+def vae_to_ldm(state: dict) -> dict:
+    out = {}
+    pairs = _vae_map()
+    for name, tensor in state.items():
+        new = name
+        for ldm, hf in pairs:
+            new = new.replace(hf, ldm)
+        if "attentions" in name:
+            for ldm, hf in VAE_ATTENTION:
+                new = new.replace(hf, ldm)
+            if new.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight")) and tensor.dim() == 2:
+                tensor = tensor.reshape(*tensor.shape, 1, 1)  # LDM used 1x1 convolutions
+        out["first_stage_model." + new] = tensor
+    return out
+
+
+def write_sd15_checkpoint(path: Path, configs: Path) -> Path:
+    """~1.07 B parameters of SD 1.5 (UNet, VAE, CLIP text encoder), random, fp16, LDM keys."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    state = {}
+    with torch.no_grad():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
+        state.update(unet_to_ldm({k: v.half() for k, v in unet.state_dict().items()}))
+        del unet
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
+        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
+        # the original layout names CLIP's weights text_model.* (newer transformers drop that level)
+        state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k):
+                      v.half() for k, v in text.state_dict().items()})
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    tmp.rename(path)
+    return path

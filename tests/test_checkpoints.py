@@ -1,0 +1,223 @@
+"""Single-file checkpoints: offline loading of a full-size SD 1.5 file, detection, safety, broken files."""
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ldm_checkpoint import write_sd15_checkpoint
+from safetensors.torch import save_file
+from test_cli import ROOT, run_cli
+
+from desktop import paths
+from desktop.engine import checkpoints
+from desktop.engine.checkpoints import CheckpointError, identify
+
+NO_NETWORK = """
+import socket, runpy, sys
+def refuse(*args, **kwargs):
+    raise OSError("network access attempted during an offline test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+sys.argv = ["main.py", *sys.argv[1:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="session")
+def sd15_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return write_sd15_checkpoint(folder / "random-sd15.safetensors", paths.shipped_configs_dir() / "sd15")
+
+
+def test_shipped_clip_tokenizer_gives_the_known_ids():
+    assert checkpoints.tokenizer()("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert len(checkpoints.tokenizer()) == 49408
+    assert checkpoints.tokenizer("!").pad_token_id == 0  # SD 2 / SDXL's second tokenizer pad with "!"
+
+
+def test_a_full_size_sd15_file_generates_offline(sd15_file, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(sd15_file),
+                           "--size", "64", "--steps", "1", "--seed", "1", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["model"]["kind"] == "SD 1.x" and Path(report["images"][0]["path"]).is_file()
+
+
+def test_single_file_weights_land_in_the_right_places(sd15_file):
+    from safetensors import safe_open
+
+    pipe = checkpoints.load_single_file(sd15_file, torch.float16)
+    with safe_open(str(sd15_file), "pt") as f:
+        assert torch.equal(pipe.unet.conv_in.weight, f.get_tensor("model.diffusion_model.input_blocks.0.0.weight"))
+        assert torch.equal(pipe.unet.up_blocks[3].attentions[2].transformer_blocks[0].attn2.to_k.weight,
+                           f.get_tensor("model.diffusion_model.output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"))
+        q = f.get_tensor("first_stage_model.decoder.mid.attn_1.q.weight")
+        assert torch.equal(pipe.vae.decoder.mid_block.attentions[0].to_q.weight, q.reshape(q.shape[:2]))
+        token = f.get_tensor("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight")
+        assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, token)
+
+
+def test_model_folders_list_checkpoints_with_kind_and_size(sd15_file, tmp_path):
+    a1111 = tmp_path / "stable-diffusion-webui" / "models" / "Stable-diffusion"
+    (a1111 / "sub").mkdir(parents=True)
+    os.link(sd15_file, a1111 / "sub" / "my model.safetensors")
+    (a1111 / "broken.safetensors").write_bytes(b"")
+    from desktop.settings import Settings, save_settings
+
+    save_settings(Settings(model_folders=[str(a1111)]))
+    proc = run_cli("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = {m["name"]: m for m in json.loads(proc.stdout)}
+    assert listed["my model"]["kind"] == "SD 1.x" and listed["my model"]["size_bytes"] == sd15_file.stat().st_size
+    assert "broken" not in listed
+
+
+def sparse_safetensors(path: Path, shapes: dict, metadata: dict | None = None) -> Path:
+    """A real safetensors file (header + data region) without writing the data: a sparse file."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 2
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        fh.truncate(8 + len(raw) + offset)
+    return path
+
+
+SDXL_SHAPES = {
+    "model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
+    "model.diffusion_model.label_emb.0.0.weight": [1280, 2816],
+    "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": [640, 2048],
+    "model.diffusion_model.middle_block.1.transformer_blocks.9.attn2.to_k.weight": [1280, 2048],
+    "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": [49408, 768],
+    "conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.weight": [768, 3072],
+    "conditioner.embedders.1.model.token_embedding.weight": [49408, 1280],
+    "conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight": [3840, 1280],
+    "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": [1280],
+    "conditioner.embedders.1.model.text_projection": [1280, 1280],
+    "first_stage_model.decoder.conv_out.weight": [3, 128, 3, 3],
+}
+SD2_SHAPES = {
+    "model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [320, 1024],
+    "cond_stage_model.model.token_embedding.weight": [49408, 1024],
+    "cond_stage_model.model.transformer.resblocks.22.attn.in_proj_weight": [3072, 1024],
+}
+
+
+def test_architectures_are_detected_from_tensor_names_and_shapes(tmp_path):
+    assert identify(sparse_safetensors(tmp_path / "sdxl.safetensors", SDXL_SHAPES)).kind == "SDXL"
+    # named like an SD 1.5 file, but its tensors say SDXL: the tensors win
+    assert identify(sparse_safetensors(tmp_path / "v1-5-pruned.safetensors", SDXL_SHAPES)).kind == "SDXL"
+    assert identify(sparse_safetensors(tmp_path / "sd21-base.safetensors", SD2_SHAPES)).kind == "SD 2.x"
+    assert identify(sparse_safetensors(tmp_path / "sd21-768.safetensors", SD2_SHAPES)).kind == "SD 2.x (768, v)"
+    plain = sparse_safetensors(tmp_path / "my-sd2.safetensors", SD2_SHAPES)
+    plain.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    assert identify(plain).kind == "SD 2.x (768, v)"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2132625894\n"),
+     "Git LFS pointer"),
+    (lambda p: p.write_bytes(os.urandom(4096)), "not a valid .safetensors"),
+    (lambda p: torch.save({"w": torch.zeros(2)}, p), "pickle (PyTorch .ckpt) file with a .safetensors name"),
+    (lambda p: p.write_bytes(sparse_safetensors(p, SDXL_SHAPES).read_bytes()[:5000]), "cut short"),
+    (lambda p: sparse_safetensors(p, {**SD2_SHAPES, "model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3]}),
+     "inpainting checkpoint"),
+    (lambda p: sparse_safetensors(p, {"lora_unet_down_blocks_0.lora_down.weight": [4, 320]}), "LoRA"),
+    (lambda p: sparse_safetensors(p, {"conditioner.embedders.0.model.token_embedding.weight": [49408, 1280],
+                                      "model.diffusion_model.input_blocks.0.0.weight": [384, 4, 3, 3]}), "refiner"),
+])
+def test_broken_files_get_one_clear_line_and_exit_2(tmp_path, make, message):
+    path = tmp_path / "model.safetensors"
+    make(path)
+    proc = run_cli("generate", "x", "--model", path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "model.safetensors" in lines[0], lines
+
+
+def test_a_file_that_does_not_fit_its_architecture_is_a_clear_error(tmp_path):
+    wrong = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3, dtype=torch.float16),
+             "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, 768),
+             "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(10, 8)}
+    path = tmp_path / "odd.safetensors"
+    save_file(wrong, str(path))
+    proc = run_cli("generate", "x", "--model", path, "--size", "64", "--steps", "1")
+    assert proc.returncode == 2 and "do not fit" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickles_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Evil(str(marker))}))
+    proc = run_cli("generate", "x", "--model", evil)
+    assert proc.returncode == 2 and "can run any code" in proc.stderr and "models convert" in proc.stderr
+    proc = run_cli("models", "convert", evil)
+    assert proc.returncode == 2 and "more than plain tensors" in proc.stderr, proc.stderr
+    renamed = tmp_path / "evil.safetensors"
+    renamed.write_bytes(evil.read_bytes())
+    assert run_cli("generate", "x", "--model", renamed).returncode == 2
+    assert not marker.exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_converting_a_plain_pickle_checkpoint(tmp_path):
+    tensors = {"model.diffusion_model.input_blocks.0.0.weight": torch.randn(320, 4, 3, 3),
+               "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.randn(320, 768),
+               "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.randn(4, 768)}
+    source = tmp_path / "old model.ckpt"
+    torch.save({"state_dict": tensors, "global_step": 1000}, source)
+    proc = run_cli("models", "convert", source)
+    assert proc.returncode == 0, proc.stderr
+    converted = Path(proc.stdout.strip())
+    assert converted == tmp_path / "old model.safetensors" and identify(converted).kind == "SD 1.x"
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(converted)["model.diffusion_model.input_blocks.0.0.weight"],
+                       tensors["model.diffusion_model.input_blocks.0.0.weight"])
+    assert run_cli("models", "convert", source).returncode == 2  # never overwrites
+
+
+def test_a_model_folder_naming_foreign_code_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "sneaky"
+    shutil.copytree(tiny_model, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["evil_module", "Scheduler"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    marker = tmp_path / "RAN"
+    (folder / "evil_module.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    proc = run_cli("generate", "x", "--model", folder, "--size", "64", "--steps", "1")
+    assert proc.returncode == 2 and "code outside diffusers and transformers" in proc.stderr, proc.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("repo, message", [("someone/some-model", "offline"), ("not a repo id", "not a Hugging Face repo id")])
+def test_download_offline_is_a_clear_message(repo, message):
+    proc = run_cli("models", "download", repo)  # HF_HUB_OFFLINE=1 in tests: nothing reaches the network
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
