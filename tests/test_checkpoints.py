@@ -16,7 +16,7 @@ from test_cli import ROOT, run_cli
 
 from desktop import paths
 from desktop.engine import checkpoints
-from desktop.engine.checkpoints import CheckpointError, identify
+from desktop.engine.checkpoints import identify
 
 NO_NETWORK = """
 import socket, runpy, sys
