@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_gallery.add_parser(sub)
 
+    package = sub.add_parser("package", help="build the standalone app with PyInstaller (see README)")
+    package.add_argument("--dist", type=Path, default=Path("dist"), help="output folder (default: ./dist)")
+    package.add_argument("--check", action="store_true", help="then run the built app's --self-test")
+
     bench = sub.add_parser("bench", help="measure speed and memory (see README)")
     from desktop.engine import benchmark
 
@@ -291,5 +295,11 @@ def cmd_gallery(args) -> int:
     return cli_gallery.run(args)
 
 
-COMMANDS = {"generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+def cmd_package(args) -> int:
+    from desktop import packaging
+
+    return packaging.run(args)
+
+
+COMMANDS = {"package": cmd_package, "generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
             "gallery": cmd_gallery}
