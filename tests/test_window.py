@@ -218,11 +218,10 @@ def test_settings_and_geometry_survive_a_restart(qtbot, window):
     again.close()
 
 
-def test_with_no_model_the_window_says_how_to_add_one(qtbot):
+def test_with_no_model_the_window_says_how_to_add_one(qtbot, monkeypatch, tmp_path):
     from desktop.ui.main_window import MainWindow
 
-    if any(paths.shipped_models_dir().glob("*/model_index.json")):
-        pytest.skip("a shipped model is installed")
+    monkeypatch.setattr(paths, "shipped_models_dir", lambda: tmp_path / "no shipped model")  # as if deleted
     win = MainWindow()
     qtbot.addWidget(win)
     assert not win.prompt_panel.generate_button.isEnabled()
