@@ -55,7 +55,11 @@ def default_gallery_dir() -> Path:
 
 
 def resources_dir() -> Path:
-    """Shipped data: inside the bundle when frozen (PyInstaller), else next to the package."""
+    """Shipped data: inside the bundle when frozen (PyInstaller), else next to the package.
+    LATENT_STUDIO_RESOURCES points elsewhere (packagers trying a build, tests of a bare install)."""
+    override = os.environ.get("LATENT_STUDIO_RESOURCES", "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         return Path(bundle) / "resources"

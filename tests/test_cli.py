@@ -56,7 +56,6 @@ def test_generate_from_file_advances_seeds_and_defaults_to_the_gallery(tiny_mode
         (["generate", "x", "--size", "huge"], "Size"),
         (["generate", "x", "--steps", "many"], "invalid int"),
         (["generate", "x", "--model", "/no/such/model"], "No model named or at"),
-        (["generate", "x"], "No model is installed"),
         (["generate"], "Give a prompt"),
         (["generate", "x", "--device", "gpu"], "invalid choice"),
         (["generate", "--from-file", "/no/such/file.txt"], "Cannot read prompts"),
@@ -88,7 +87,13 @@ def test_models_lists_what_the_registry_sees(tiny_model, isolated_home):
     shutil.copytree(tiny_model, isolated_home / "data" / "models" / "my-model")
     proc = run_cli("models", "--json")
     assert proc.returncode == 0, proc.stderr
-    listed = json.loads(proc.stdout)
-    assert {"name": "my-model", "source": "user"}.items() <= listed[0].items()
+    listed = {m["name"]: m for m in json.loads(proc.stdout)}
+    assert listed["my-model"]["source"] == "user" and listed["my-model"]["kind"] == "SD (custom)"
     table = run_cli("models")
     assert "my-model" in table.stdout and "NAME" in table.stdout
+
+
+def test_with_no_model_installed_generate_says_how_to_add_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_STUDIO_RESOURCES", str(tmp_path / "bare install"))  # no shipped model
+    proc = run_cli("generate", "x")
+    assert proc.returncode == 2 and "No model is installed" in proc.stderr and "models" in proc.stderr

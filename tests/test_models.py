@@ -11,12 +11,14 @@ from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 
 
-def test_no_model_installed_says_how_to_add_one():
+def test_no_model_installed_says_how_to_add_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENT_STUDIO_RESOURCES", str(tmp_path / "bare install"))  # no shipped model
     with pytest.raises(LatentStudioError, match="No model is installed"):
         ModelRegistry().resolve(None)
 
 
-def test_user_models_dir_and_extra_folders_are_listed(tiny_model, tmp_path):
+def test_user_models_dir_and_extra_folders_are_listed(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_STUDIO_RESOURCES", str(tmp_path / "bare install"))  # else the shipped one is default
     shutil.copytree(tiny_model, paths.user_models_dir() / "mine")
     folder = tmp_path / "A1111 models"
     shutil.copytree(tiny_model, folder / "theirs")
