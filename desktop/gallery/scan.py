@@ -58,11 +58,8 @@ def reconcile_recent(gallery) -> ScanReport:
     """On open: only folders changed since the last reconcile (a save changes its folder's time)."""
     since = int(gallery.fact(RECONCILED_KEY, "0")) - CLOCK_SLACK_NS
     started = time.time_ns()
-    changed = []
-    for dirpath, dirnames, _files in os.walk(gallery.root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if Path(dirpath) != gallery.root and os.stat(dirpath).st_mtime_ns >= since:
-            changed.append(Path(dirpath))
+    changed = [folder for folder, _files in _image_folders(gallery.root)
+               if folder != gallery.root and os.stat(folder).st_mtime_ns >= since]
     report = _reconcile(gallery, changed, started)
     if report.added or report.marked_missing:
         log.info("gallery reconciled on open: %s", report.summary())

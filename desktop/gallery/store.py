@@ -40,6 +40,7 @@ class Gallery:
     def __init__(self, root: Path, busy_timeout: float = 10.0, reconcile: bool = True):
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
+        self._resolved_root = self.root.resolve()  # relative() runs once per file in a rescan
         self.busy_timeout = busy_timeout
         self.rebuilt_from_files = False
         try:
@@ -183,7 +184,7 @@ class Gallery:
 
     def relative(self, path: Path) -> str:
         try:
-            return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+            return Path(path).resolve().relative_to(self._resolved_root).as_posix()
         except ValueError:
             raise LatentStudioError(f"{path} is not inside the gallery folder {self.root}.") from None
 
