@@ -14,7 +14,7 @@ from pathlib import Path
 
 from desktop import APP_NAME, __version__, paths
 from desktop.errors import LatentStudioError
-from desktop.settings import DEVICE_CHOICES, PRECISION_CHOICES, SLICING_CHOICES, Settings, load_settings
+from desktop.settings import DEVICE_CHOICES, PRECISION_CHOICES, SLICING_CHOICES, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +126,10 @@ def run(argv: list[str]) -> int:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def _registry(settings: Settings):
-    from desktop.engine.models import ModelRegistry
+def _overrides(args):
+    from desktop.service import Overrides
 
-    return ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
-
-
-def _engine(args, settings: Settings):
-    from desktop.engine.generation import Engine, EngineOptions
-
-    options = EngineOptions(
-        device=args.device or settings.device,
-        precision=args.precision or settings.precision,
-        attention_slicing=args.attention_slicing or settings.attention_slicing,
-        attention_budget_mb=settings.attention_budget_mb,
-    )
-    return Engine(_registry(settings), options, default_model=settings.model)
+    return Overrides(device=args.device, precision=args.precision, attention_slicing=args.attention_slicing)
 
 
 def cmd_models(args) -> int:
@@ -158,7 +146,9 @@ def cmd_models(args) -> int:
         print(download(args.repo_id, paths.user_models_dir()))
         return 0
     settings = load_settings()
-    models = _registry(settings).list()
+    from desktop.service import model_registry
+
+    models = model_registry(settings).list()
     if args.json:
         print(json.dumps([{**m.as_dict(), "size_bytes": model_size(m)} for m in models], indent=2))
         return 0
@@ -192,10 +182,9 @@ def _prompts(args) -> list[str]:
 
 
 def cmd_generate(args) -> int:
-    import secrets
-
     from desktop.engine.request import SEED_LIMIT, GenerationRequest, parse_size
     from desktop.gallery.store import open_gallery
+    from desktop.service import GenerationService
 
     settings = load_settings()
     width = height = None
@@ -206,31 +195,26 @@ def cmd_generate(args) -> int:
         prompt=prompts[0], negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
         width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
         model=args.model,
-    )  # validates every flag before the model loads
+    ).validated().with_seed()  # every flag checked before the model loads
     with open_gallery(settings) as gallery:  # opened before the model loads: problems show at once
-        engine = _engine(args, settings)
-        seed = base.seed if base.seed is not None else secrets.randbelow(SEED_LIMIT)
-        reports = []
-        for prompt in prompts:
-            request = base.replace(prompt=prompt, seed=seed)
-            gallery.record_prompt(request)
-            result = _generate_with_progress(engine, request)
-            saved = [gallery.save_image(image, result.request, image_seed, result.model.as_dict(),
-                                        settings.strip_metadata, folder=args.out)
-                     for image, image_seed in zip(result.images, result.seeds)]
-            reports.append(_report(result, saved))
-            for warning in result.warnings:
+        service = GenerationService(settings, gallery, _overrides(args))
+        reports, seed = [], base.seed
+        for prompt in prompts:  # each prompt continues the seeds where the last one stopped
+            request = service.accept(base.replace(prompt=prompt, seed=seed))
+            job = _generate_with_progress(service, request, args.out)
+            reports.append(_report(job))
+            for warning in job.generation.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             if not args.json:
-                for path in saved:
-                    print(path)
-            seed = (seed + result.request.count) % SEED_LIMIT
+                for saved in job.saved:
+                    print(saved.path)
+            seed = (seed + request.count) % SEED_LIMIT
     if args.json:
         print(json.dumps(reports if args.from_file else reports[0], indent=2, ensure_ascii=False))
     return 0
 
 
-def _generate_with_progress(engine, request):
+def _generate_with_progress(service, request, out_dir):
     from tqdm import tqdm
 
     bar = None
@@ -242,15 +226,16 @@ def _generate_with_progress(engine, request):
         bar.update(step - bar.n)
 
     try:
-        return engine.generate(request, on_step=on_step)
+        return service.run(request, on_step=on_step, out_dir=out_dir)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _report(result, saved: list[Path]) -> dict:
+def _report(job) -> dict:
+    result = job.generation
     return {
-        "images": [{"path": str(p), "seed": s} for p, s in zip(saved, result.seeds)],
+        "images": [{"path": str(saved.path), "seed": saved.request.seed} for saved in job.saved],
         "request": result.request.to_dict(),
         "model": result.model.as_dict(),
         "device": result.placement.device,

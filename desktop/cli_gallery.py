@@ -111,8 +111,8 @@ def _list(gallery, args) -> int:
     for r in records:
         flags = ("*" if r.favourite else " ") + ("!" if r.missing else " ")
         when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M")
-        prompt = r.prompt.replace("\n", " ")
-        print(f"{r.id:>6} {flags} {when}  {r.width}x{r.height}  {_cut(prompt, 60)}  [{r.model}]")
+        q = r.request
+        print(f"{r.id:>6} {flags} {when}  {q.width}x{q.height}  {_cut(q.prompt.replace(chr(10), ' '), 60)}  [{q.model or ''}]")
     print(f"{len(records)} of {total} shown (* favourite, ! file missing)")
     return 0
 
@@ -132,7 +132,7 @@ def _show(gallery, args) -> int:
     data = record.to_json() if record else {"path": str(path), "in_gallery": False}
     try:
         info = read_png_info(path)
-        data["metadata"] = read_metadata(info.text).__dict__
+        data["metadata"] = read_metadata(info.text).to_json()
         data["chunks"] = sorted(info.text)
     except (UnreadablePNG, OSError) as exc:
         data["problem"] = str(exc)

@@ -29,6 +29,7 @@ def _user_dir(kind: str) -> Path:
         "config": platformdirs.user_config_dir,
         "data": platformdirs.user_data_dir,
         "cache": platformdirs.user_cache_dir,
+        "log": platformdirs.user_log_dir,
     }[kind]
     return Path(getter(APP_DIR_NAME, appauthor=False))
 
@@ -43,6 +44,11 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     return _user_dir("cache")
+
+
+def log_dir() -> Path:
+    """Where the window writes latent-studio.log (unexpected errors, with tracebacks)."""
+    return _user_dir("log")
 
 
 def user_models_dir() -> Path:

@@ -59,5 +59,23 @@ def test_precision_override_and_bad_value(hardware):
         pick_precision("cpu", "int4")
 
 
-def test_cpu_bf16_detection_reads_real_flags():
-    assert isinstance(devices.cpu_has_native_bf16(), bool)
+@pytest.mark.parametrize("text, expected", [
+    ("flags\t\t: fpu sse2 avx2 fma\n", False),  # AVX2 only: bf16 is emulated
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", True),
+    ("flags\t\t: fpu avx512f amx_bf16 amx_tile\n", True),
+    ("Features\t: fp asimd bf16 i8mm\n", True),  # Arm
+    ("Features\t: fp asimd\nmodel name\t: bf16 lookalike\n", False),  # only flag lines count
+])
+def test_cpu_bf16_detection_parses_cpuinfo(text, expected):
+    assert devices.cpuinfo_has_bf16(text) is expected
+
+
+def test_cpu_bf16_detection_agrees_with_this_machine():
+    import platform
+    import re
+
+    if platform.system() != "Linux":
+        pytest.skip("reads /proc/cpuinfo")
+    flags = open("/proc/cpuinfo").read()
+    expected = bool(re.search(r"^flags.*\b(avx512_bf16|amx_bf16)\b", flags, re.M))
+    assert devices.cpu_has_native_bf16() is expected

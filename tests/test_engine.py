@@ -5,7 +5,7 @@ import pytest
 
 from desktop.engine.generation import BadImageError, GenerationCancelled
 from desktop.engine.request import GenerationRequest
-from desktop.engine.schedulers import SCHEDULER_NAMES
+from desktop.engine.schedulers import SCHEDULER_NAMES, SCHEDULERS
 
 SMALL = dict(width=64, height=64, steps=3)
 
@@ -76,13 +76,16 @@ def test_cancel_stops_within_one_step_and_decodes_nothing(engine):
 def test_every_scheduler_runs(engine, name):
     result = engine.generate(GenerationRequest("a blue triangle", seed=5, scheduler=name, **SMALL))
     assert result.request.scheduler == name
-    assert type(engine.loaded.pipe.scheduler).__name__ in repr(engine.loaded.pipe.scheduler)
+    expected_class, overrides = SCHEDULERS[name]
+    scheduler = engine.loaded.pipe.scheduler
+    assert type(scheduler).__name__ == expected_class
+    assert all(scheduler.config[key] == value for key, value in overrides.items())
     assert result.images[0].size == (64, 64)
     assert pixels(result.images[0]).std() > 0
 
 
 def test_scheduler_name_is_case_insensitive():
-    assert GenerationRequest(scheduler="dpm++ 2m karras").scheduler == "DPM++ 2M Karras"
+    assert GenerationRequest(scheduler="dpm++ 2m karras").validated().scheduler == "DPM++ 2M Karras"
 
 
 def test_resolved_request_records_model_defaults(engine):

@@ -33,7 +33,7 @@ def picture(colour=(200, 30, 30), size=64, height=None):
 
 def save(gallery, prompt="a red circle on a blue background", seed=7, **kw):
     req = request(prompt, seed=seed, **kw)
-    return gallery.save_image(picture(size=req.width, height=req.height), req, seed, MODEL)
+    return gallery.save_image(picture(size=req.width, height=req.height), req, MODEL).path
 
 
 def png_with_chunks(path: Path, chunks: dict, size=(48, 32)) -> Path:
@@ -56,8 +56,8 @@ def test_saved_images_are_listed_newest_first_with_every_field(gallery):
     records = gallery.page()
     assert [r.path for r in records] == [second, first]
     top = records[0]
-    assert (top.prompt, top.negative_prompt, top.seed, top.steps, top.guidance, top.width, top.height,
-            top.scheduler, top.model, top.source) == ("second", "blurry", 2, 4, 5.0, 64, 64, "Euler", "tiny-sd",
+    assert (top.request.prompt, top.request.negative_prompt, top.request.seed, top.request.steps, top.request.guidance, top.request.width, top.request.height,
+            top.request.scheduler, top.request.model, top.source) == ("second", "blurry", 2, 4, 5.0, 64, 64, "Euler", "tiny-sd",
                                                       "latent_studio")
     assert first.parent.relative_to(gallery.root).parts == tuple(time.strftime("%Y/%m/%d").split("/"))
     assert gallery.page(offset=1, limit=1)[0].path == first and gallery.count() == 2
@@ -84,14 +84,14 @@ TRICKY_PROMPTS = [
 @pytest.mark.parametrize("prompt", TRICKY_PROMPTS, ids=range(len(TRICKY_PROMPTS)))
 @pytest.mark.parametrize("negative", ["", "blurry, low quality\nsecond: line"])
 def test_prompts_round_trip_exactly_through_the_a1111_chunk(gallery, prompt, negative):
-    path = gallery.save_image(picture(), request(prompt, negative_prompt=negative), 9, MODEL)
+    path = gallery.save_image(picture(), request(prompt, negative_prompt=negative).for_image(9), MODEL).path
     text = read_png_info(path).text
     from_a1111 = read_metadata({"parameters": text["parameters"]})
-    assert (from_a1111.prompt, from_a1111.negative_prompt) == (prompt, negative)
-    assert (from_a1111.seed, from_a1111.steps, from_a1111.guidance, from_a1111.scheduler, from_a1111.model,
-            from_a1111.width, from_a1111.height) == (9, 4, 5.0, "Euler", "tiny-sd", 64, 64)
+    assert (from_a1111.request.prompt, from_a1111.request.negative_prompt) == (prompt, negative)
+    assert (from_a1111.request.seed, from_a1111.request.steps, from_a1111.request.guidance, from_a1111.request.scheduler, from_a1111.request.model,
+            from_a1111.request.width, from_a1111.request.height) == (9, 4, 5.0, "Euler", "tiny-sd", 64, 64)
     ours = read_metadata(text)
-    assert ours.source == "latent_studio" and (ours.prompt, ours.negative_prompt) == (prompt, negative)
+    assert ours.source == "latent_studio" and (ours.request.prompt, ours.request.negative_prompt) == (prompt, negative)
 
 
 @pytest.mark.parametrize("prompt", [p for p in TRICKY_PROMPTS if "Negative prompt:" not in p],
@@ -104,7 +104,7 @@ def test_other_tools_read_our_images(gallery, prompt):
     """
     from sd_parsers import ParserManager
 
-    path = gallery.save_image(picture(), request(prompt, negative_prompt="blurry, dark"), 11, MODEL)
+    path = gallery.save_image(picture(), request(prompt, negative_prompt="blurry, dark").for_image(11), MODEL).path
     info = ParserManager().parse(str(path))
     sampler = info.samplers[0]
     assert info.generator.name == "AUTOMATIC1111"
@@ -115,7 +115,7 @@ def test_other_tools_read_our_images(gallery, prompt):
 
 
 def test_privacy_setting_writes_no_text_chunks_but_the_gallery_still_lists_the_image(gallery):
-    path = gallery.save_image(picture(), request("secret prompt"), 3, MODEL, strip_metadata=True)
+    path = gallery.save_image(picture(), request("secret prompt").for_image(3), MODEL, strip_metadata=True).path
     assert read_png_info(path).text == {}
     assert gallery.page(ImageFilter(text="secret"))[0].path == path
 
@@ -124,8 +124,8 @@ def test_reading_other_tools_metadata():
     a1111 = read_metadata({"parameters": "masterpiece, cat\nNegative prompt: ugly\nSteps: 30, Sampler: DPM++ 2M, "
                                          "Schedule type: Karras, CFG scale: 6.5, Seed: 123, Size: 512x768, "
                                          'Model hash: abc, Model: "my, model", Version: v1.10'})
-    assert (a1111.prompt, a1111.negative_prompt, a1111.steps, a1111.scheduler, a1111.guidance, a1111.seed,
-            a1111.width, a1111.height, a1111.model) == ("masterpiece, cat", "ugly", 30, "DPM++ 2M Karras", 6.5, 123,
+    assert (a1111.request.prompt, a1111.request.negative_prompt, a1111.request.steps, a1111.request.scheduler, a1111.request.guidance, a1111.request.seed,
+            a1111.request.width, a1111.request.height, a1111.request.model) == ("masterpiece, cat", "ugly", 30, "DPM++ 2M Karras", 6.5, 123,
                                                         512, 768, "my, model")
     comfy_graph = {
         "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 25, "cfg": 8.0, "sampler_name": "euler_ancestral",
@@ -138,10 +138,10 @@ def test_reading_other_tools_metadata():
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
     }
     comfy = read_metadata({"prompt": json.dumps(comfy_graph)})
-    assert (comfy.source, comfy.prompt, comfy.negative_prompt, comfy.seed, comfy.steps, comfy.guidance,
-            comfy.scheduler, comfy.width, comfy.height) == ("comfyui", "a fox in snow", "text, watermark", 42, 25,
+    assert (comfy.source, comfy.request.prompt, comfy.request.negative_prompt, comfy.request.seed, comfy.request.steps, comfy.request.guidance,
+            comfy.request.scheduler, comfy.request.width, comfy.request.height) == ("comfyui", "a fox in snow", "text, watermark", 42, 25,
                                                             8.0, "Euler a", 640, 512)
-    assert "v1-5" in comfy.model
+    assert "v1-5" in comfy.request.model
     workflow = {"nodes": [
         {"id": 3, "type": "KSampler", "widgets_values": [99, "fixed", 12, 4.5, "dpmpp_2m", "karras", 1],
          "inputs": [{"name": "positive", "link": 1}, {"name": "negative", "link": 2}]},
@@ -149,14 +149,14 @@ def test_reading_other_tools_metadata():
         {"id": 7, "type": "CLIPTextEncode", "widgets_values": ["fog"]}],
         "links": [[1, 6, 0, 3, 1, "CONDITIONING"], [2, 7, 0, 3, 2, "CONDITIONING"]]}
     flow = read_metadata({"workflow": json.dumps(workflow)})
-    assert (flow.prompt, flow.negative_prompt, flow.seed, flow.steps, flow.guidance, flow.scheduler) == (
+    assert (flow.request.prompt, flow.request.negative_prompt, flow.request.seed, flow.request.steps, flow.request.guidance, flow.request.scheduler) == (
         "a lighthouse", "fog", 99, 12, 4.5, "DPM++ 2M Karras")
     invoke = read_metadata({"invokeai_metadata": json.dumps({
         "positive_prompt": "a castle", "negative_prompt": "people", "seed": 5, "steps": 30, "cfg_scale": 7.5,
         "width": 768, "height": 512, "scheduler": "dpmpp_2m_k", "model": {"name": "sd-1.5"}})})
-    assert (invoke.prompt, invoke.negative_prompt, invoke.seed, invoke.scheduler, invoke.model, invoke.width) == (
+    assert (invoke.request.prompt, invoke.request.negative_prompt, invoke.request.seed, invoke.request.scheduler, invoke.request.model, invoke.request.width) == (
         "a castle", "people", 5, "DPM++ 2M Karras", "sd-1.5", 768)
-    req = invoke.request()
+    req, _ = invoke.request.keep_valid()
     assert (req.prompt, req.steps, req.guidance, req.width, req.height, req.seed) == ("a castle", 30, 7.5, 768, 512, 5)
 
 
@@ -168,14 +168,14 @@ def test_reading_other_tools_metadata():
 ])
 def test_malformed_metadata_never_crashes_and_keeps_what_is_readable(chunks):
     meta = read_metadata(chunks)
-    meta.request()  # always a valid request
+    meta.request.keep_valid()  # never raises
     if chunks.get("parameters", "").startswith("Steps"):
-        assert meta.steps is None and meta.width is None
+        assert meta.request.steps is None and meta.request.width is None
 
 
 def test_out_of_range_settings_from_other_tools_are_dropped_not_fatal():
     meta = read_metadata({"parameters": "x\nSteps: 500, Sampler: Unknown, CFG scale: 99, Seed: 5, Size: 4097x13"})
-    req = meta.request()
+    req, dropped = meta.request.keep_valid()
     assert (req.prompt, req.steps, req.guidance, req.width, req.seed, req.scheduler) == ("x", None, None, None, 5, None)
 
 
@@ -184,7 +184,7 @@ def test_full_text_search_and_filters(gallery):
     save(gallery, "a green square", seed=2, width=128, height=64)
     fox = save(gallery, 'the fox said: "hi", then left', seed=3)
     gallery.set_favourite([gallery.find(fox).id], True)
-    assert [r.prompt for r in gallery.page(ImageFilter(text="circ blue"))] == ["a red circle on a blue background"]
+    assert [r.request.prompt for r in gallery.page(ImageFilter(text="circ blue"))] == ["a red circle on a blue background"]
     assert gallery.count(ImageFilter(text="square")) == 1
     assert gallery.count(ImageFilter(text='said: "hi')) == 1  # query syntax is searched for, never parsed
     assert gallery.count(ImageFilter(text='" : * OR (')) == 0
@@ -223,7 +223,7 @@ def test_rescan_imports_dropped_files_marks_missing_and_skips_broken_ones(galler
     assert report.added == 2 and report.marked_missing == 1
     assert sorted(Path(p).name for p, _ in report.unreadable) == ["not really.png", "truncated.png"]
     lighthouse = gallery.page(ImageFilter(text="lighthouse"))[0]
-    assert (lighthouse.source, lighthouse.steps, lighthouse.seed, lighthouse.scheduler, lighthouse.width) == (
+    assert (lighthouse.source, lighthouse.request.steps, lighthouse.request.seed, lighthouse.request.scheduler, lighthouse.request.width) == (
         "a1111", 9, 8, "Euler a", 48)
     assert gallery.find(gone).missing and not gallery.find(kept).missing
     assert gallery.count() == 4  # the missing one stays listed until the user removes it
@@ -247,7 +247,7 @@ def test_export_with_and_without_metadata(gallery, tmp_path):
     ids = [gallery.find(save(gallery, f"p{i}", seed=i)).id for i in range(2)]
     with_meta = gallery.export(ids, tmp_path / "out")
     bare = gallery.export(ids[:1], tmp_path / "bare", metadata=False)
-    assert {read_metadata(read_png_info(p).text).prompt for p in with_meta} == {"p0", "p1"}
+    assert {read_metadata(read_png_info(p).text).request.prompt for p in with_meta} == {"p0", "p1"}
     assert read_png_info(bare[0]).text == {}
     assert Image.open(bare[0]).getpixel((0, 0)) == picture().getpixel((0, 0))
 
@@ -300,7 +300,7 @@ def test_a_migration_that_fails_halfway_leaves_the_old_database_intact(tmp_path)
     conn.close()
     assert (root / f"{DB_NAME}.before-v{schema.LATEST + 1}.bak").exists()
     with Gallery(root) as g:
-        assert [r.prompt for r in g.page()] == ["precious"]
+        assert [r.request.prompt for r in g.page()] == ["precious"]
 
 
 def test_a_locked_database_gives_a_clear_error_and_loses_no_image(tmp_path):
@@ -314,7 +314,7 @@ def test_a_locked_database_gives_a_clear_error_and_loses_no_image(tmp_path):
         blocker.execute("ROLLBACK")
     blocker.close()
     with Gallery(root) as g:  # listed by the cheap reconcile on open
-        assert [r.prompt for r in g.page()] == ["made while locked"]
+        assert [r.request.prompt for r in g.page()] == ["made while locked"]
 
 
 def test_opening_reads_only_folders_that_changed(tmp_path):
@@ -362,7 +362,7 @@ def test_import_folder_copies_other_tools_images_in(gallery, tmp_path):
 def test_thumbnails_are_cached_and_remade_when_stale(gallery, tmp_path):
     from desktop.gallery.thumbnails import thumbnail
 
-    path = gallery.save_image(picture(size=512), request(width=512, height=512), 1, MODEL)
+    path = gallery.save_image(picture(size=512), request(width=512, height=512).for_image(1), MODEL).path
     first = thumbnail(path, tmp_path / "thumbs")
     assert Image.open(first).size == (256, 256)
     assert thumbnail(path, tmp_path / "thumbs") == first

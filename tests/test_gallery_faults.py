@@ -34,7 +34,7 @@ with Gallery(root) as gallery:
         size = side if i == 0 or not limit else 4 * side
         req = GenerationRequest(prompt=f"{tag} {i}", steps=4, guidance=5.0, width=size, height=size, scheduler="Euler")
         try:
-            path = gallery.save_image(Image.effect_noise((size, size), 80).convert("RGB"), req, 7, {"name": "m"})
+            path = gallery.save_image(Image.effect_noise((size, size), 80).convert("RGB"), req.for_image(7), {"name": "m"}).path
         except LatentStudioError as exc:
             print("ERROR", exc, flush=True)
             sys.exit(2)
@@ -107,11 +107,11 @@ def test_a_read_only_gallery_gives_a_clear_error(tmp_path):
 
     root = tmp_path / "gallery"
     with Gallery(root) as gallery:
-        first = gallery.save_image(Image.new("RGB", (64, 64)), GenerationRequest("x"), 1, {})
+        first = gallery.save_image(Image.new("RGB", (64, 64)), GenerationRequest("x", seed=1), {}).path
     first.parent.chmod(0o555)
     try:
         with Gallery(root) as gallery, pytest.raises(LatentStudioError, match="Nothing was saved"):
-            gallery.save_image(Image.new("RGB", (64, 64)), GenerationRequest("y"), 2, {})
+            gallery.save_image(Image.new("RGB", (64, 64)), GenerationRequest("y", seed=2), {})
     finally:
         first.parent.chmod(0o755)
     assert final_pngs(root) == [first]

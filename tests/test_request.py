@@ -19,18 +19,36 @@ from desktop.engine.request import GenerationRequest, InvalidRequest, parse_size
         (dict(seed=2**32), "Seed"),
         (dict(count=0), "count"),
         (dict(scheduler="Magic"), "Unknown scheduler"),
+        (dict(scheduler=3), "Sampler"),
         (dict(prompt=None), "text"),
+        (dict(model=5), "Model"),
     ],
 )
 def test_invalid_requests_say_what_is_wrong(fields, message):
-    with pytest.raises(Exception, match=message) as info:
-        GenerationRequest(**fields)
-    assert isinstance(info.value, (InvalidRequest,)) or "scheduler" in message.lower()
+    request = GenerationRequest(**fields)  # building one never validates: records hold what files say
+    with pytest.raises(InvalidRequest, match=message):
+        request.validated()
 
 
 def test_edges_are_allowed():
-    GenerationRequest(width=64, height=2048, steps=1, guidance=0, seed=0)
-    GenerationRequest(width=2048, height=64, steps=150, guidance=30, seed=2**32 - 1)
+    for request in (GenerationRequest(width=64, height=2048, steps=1, guidance=0, seed=0),
+                    GenerationRequest(width=2048, height=64, steps=150, guidance=30, seed=2**32 - 1)):
+        assert request.validated() == request
+
+
+def test_with_seed_fixes_a_random_seed_once():
+    fixed = GenerationRequest("x").with_seed()
+    assert isinstance(fixed.seed, int) and 0 <= fixed.seed < 2**32
+    assert fixed.with_seed() == fixed and GenerationRequest(seed=7).with_seed().seed == 7
+
+
+def test_keep_valid_drops_only_what_is_out_of_range():
+    raw = GenerationRequest("a cat", "blurry", steps=500, guidance=7.0, width=1003, height=512, seed=3,
+                            scheduler="euler a", model="sd15")
+    request, dropped = raw.keep_valid()
+    assert dropped == ["steps", "width"]
+    assert request == GenerationRequest("a cat", "blurry", guidance=7.0, height=512, seed=3, scheduler="Euler a",
+                                        model="sd15")
 
 
 def test_round_trip_through_dict():

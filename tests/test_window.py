@@ -64,7 +64,7 @@ def test_generate_button_puts_the_image_in_the_gallery_grid(qtbot, window):
     timer.timeout.connect(lambda: ticks.append(window.current_job))
     timer.start()
     steps_seen = []
-    window.worker.worker.progress.connect(lambda job, step, total, left, image: steps_seen.append((step, image.isNull())))
+    window.worker.worker.progress.connect(lambda p: steps_seen.append((p.step, p.preview.isNull())))
     job_id, outcome, saved = run_job(qtbot, window)
     timer.stop()
     assert outcome == "finished" and len(saved) == 1
@@ -73,7 +73,7 @@ def test_generate_button_puts_the_image_in_the_gallery_grid(qtbot, window):
     assert ticks.count(job_id) >= 1
     grid = window.browser.model
     assert grid.rowCount() == 1 and str(grid.record_at(0).path) == saved[0]
-    assert grid.record_at(0).prompt == "a red circle on a blue background"
+    assert grid.record_at(0).request.prompt == "a red circle on a blue background"
     assert not window.preview.pixmap().isNull()
     assert window.history.list.count() == 1
     assert window.prompt_panel.seed.text() != ""  # the seed used is shown
@@ -83,9 +83,9 @@ def test_cancel_mid_run_stops_within_a_step_and_saves_nothing(qtbot, window):
     prepare(window, steps=150)
     steps = []
 
-    def on_progress(job, step, total, left, image):
-        steps.append(step)
-        if step == 2:
+    def on_progress(p):
+        steps.append(p.step)
+        if p.step == 2:
             window.cancel()
 
     window.worker.worker.progress.connect(on_progress)
@@ -108,7 +108,7 @@ def test_a_queue_of_three_jobs_runs_in_order(qtbot, window):
     window.queue.move(jobs[2].id, 0)  # reorder: third before second
     qtbot.waitUntil(lambda: len(done) == 3, timeout=JOB_TIMEOUT_MS)
     assert done == ["finished"] * 3
-    assert [r.prompt for r in window.gallery.page()] == ["second", "third", "first"]  # newest first
+    assert [r.request.prompt for r in window.gallery.page()] == ["second", "third", "first"]  # newest first
     assert window.queue.jobs() == [] and not window.queue_panel.isVisible()
 
 
@@ -120,14 +120,14 @@ def test_pending_jobs_resume_after_a_restart_or_crash(qtbot, user_model):
         request = GenerationRequest(prompt="left over", steps=2, width=64, height=64, seed=5, model="tiny-sd")
         queue.add(request)
         queue.add(request.replace(prompt="also left over"))
-        queue.start_next()  # the app died while this one was running
+        queue.claim_next()  # the app died while this one was running
     done = []
     win = MainWindow()
     qtbot.addWidget(win)
     win.job_done.connect(lambda job, outcome, saved: done.append(outcome))
     qtbot.waitUntil(lambda: len(done) == 2, timeout=JOB_TIMEOUT_MS)
     assert done == ["finished", "finished"]
-    assert sorted(r.prompt for r in win.gallery.page()) == ["also left over", "left over"]
+    assert sorted(r.request.prompt for r in win.gallery.page()) == ["also left over", "left over"]
     win.close()
 
 
@@ -161,7 +161,7 @@ def test_search_filters_the_grid(qtbot, window):
     assert browser.model.rowCount() == 2
     browser.search.setText("squ")
     qtbot.waitUntil(lambda: browser.model.rowCount() == 1, timeout=5000)
-    assert browser.model.record_at(0).prompt == "a blue square"
+    assert browser.model.record_at(0).request.prompt == "a blue square"
     browser.search.setText("nothing like this")
     qtbot.waitUntil(lambda: browser.stack.currentWidget() is browser.empty, timeout=5000)
     assert "No images match" in browser.empty.text()
@@ -195,11 +195,11 @@ def test_detail_view_and_reuse_settings(qtbot, window):
     qtbot.addWidget(dialog)
     assert not dialog.view.pixmap().isNull()
     texts = [w.text() for w in dialog.findChildren(type(window.banner))]
-    assert "blurry" in texts and str(record.seed) in texts
+    assert "blurry" in texts and str(record.request.seed) in texts
     window.prompt_panel.prompt.setPlainText("something else")
     window.actions.reuse_settings(record)
-    assert window.prompt_panel.prompt.toPlainText() == record.prompt
-    assert window.prompt_panel.seed.text() == str(record.seed)
+    assert window.prompt_panel.prompt.toPlainText() == record.request.prompt
+    assert window.prompt_panel.seed.text() == str(record.request.seed)
     window.actions.set_favourite([record], True)
     assert window.browser.model.record_at(0).favourite
 
@@ -244,5 +244,5 @@ def test_rescan_runs_off_the_gui_thread_and_shows_dropped_in_images(qtbot, windo
     Image.new("RGB", (32, 32)).save(window.gallery.root / "by hand.png", pnginfo=info)
     window._rescan()
     qtbot.waitUntil(lambda: window.browser.model.total == 1, timeout=20_000)
-    assert window.browser.model.record_at(0).prompt == "dropped by hand"
+    assert window.browser.model.record_at(0).request.prompt == "dropped by hand"
     assert "1 added" in window.statusBar().currentMessage()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -24,11 +23,6 @@ AREA_RANGE = (0.08, 0.45)  # fraction of the image the shape covers
 
 def caption(colour: str, shape: str, background: str) -> str:
     return f"a {colour} {shape} on a {background} background"
-
-
-def all_combinations() -> list[tuple[str, str, str]]:
-    """Every (shape colour, shape, background colour) with the two colours different: 168 of them."""
-    return [(c, s, b) for c, s, b in itertools.product(COLOURS, SHAPES, COLOURS) if c != b]
 
 
 def vocabulary() -> list[str]:

@@ -33,6 +33,15 @@ def mps_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def cpuinfo_has_bf16(text: str) -> bool:
+    """From /proc/cpuinfo's text: x86 `flags` lines or Arm `Features` lines name the bf16 units."""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16, AMX, or Arm's BF16 extension).
 
@@ -41,14 +50,9 @@ def cpu_has_native_bf16() -> bool:
     system = platform.system()
     if system == "Linux":
         try:
-            text = Path("/proc/cpuinfo").read_text()
+            return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
         except OSError:
             return False
-        flags: set[str] = set()
-        for line in text.splitlines():
-            if line.startswith(("flags", "Features")):
-                flags.update(line.split(":", 1)[1].split())
-        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     if system == "Darwin":
         try:
             out = subprocess.run(
@@ -112,17 +116,6 @@ class Placement:
     def choose(cls, device: str | None = None, precision: str | None = None) -> "Placement":
         dev = pick_device(device)
         return cls(dev, pick_precision(dev, precision))
-
-
-def memory_in_use(device: str) -> int | None:
-    """Bytes the framework holds on the device right now (None where it cannot tell)."""
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.memory_allocated()
-    if device == "mps":
-        return torch.mps.driver_allocated_memory()
-    return None
 
 
 def release_memory(device: str) -> None:

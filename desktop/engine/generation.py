@@ -7,7 +7,6 @@ device and precision stay the same, and swaps it when they change. It is used fr
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from desktop.engine import attention, schedulers
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
-from desktop.engine.request import SEED_LIMIT, GenerationRequest, validate
+from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 
 log = logging.getLogger(__name__)
@@ -142,25 +141,25 @@ class Engine:
         """Fill every value left open from the model's defaults; a random seed when none was given."""
         d = loaded.defaults
         scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
-        resolved = request.replace(
+        return request.with_seed().replace(
             steps=request.steps if request.steps is not None else d.steps,
             guidance=float(request.guidance if request.guidance is not None else d.guidance),
             width=request.width or d.width,
             height=request.height or d.height,
-            seed=request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT),
             scheduler=scheduler,
             model=loaded.info.ref,
-        )
-        validate(resolved)
-        return resolved
+        ).validated()
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
                  cancel: threading.Event | None = None) -> GenerationResult:
         cancel = cancel or threading.Event()
         started = time.perf_counter()
+        request = request.validated()  # before a model is loaded for nothing
         was_loaded = self._loaded
         loaded = self.load(request.model)
         load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
+        if cancel.is_set():  # cancelled while the model loaded
+            raise GenerationCancelled()
         req = self.resolve(request, loaded)
         pipe = loaded.pipe
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)

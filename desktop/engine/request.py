@@ -1,13 +1,18 @@
-"""What the user asks for: a validated, serialisable generation request."""
+"""What makes an image: the one value type for a job's settings, an image's metadata and an index row.
+
+Building a GenerationRequest never validates, so a record can hold what another tool wrote (a 1000 px
+side, 300 steps); `validated()` is the gate every job passes before it is queued or run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from dataclasses import dataclass
 
 from desktop.engine import schedulers
-from desktop.errors import LatentStudioError
+from desktop.errors import InvalidRequest, LatentStudioError
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_STEPS = 150
@@ -15,14 +20,12 @@ MAX_GUIDANCE = 30.0
 MAX_COUNT = 100
 SEED_LIMIT = 2**32  # seeds are 32-bit, as in other SD tools, so they can be shared
 
-
-class InvalidRequest(LatentStudioError):
-    """A request field is out of range; the message says which and what is allowed."""
+__all__ = ["GenerationRequest", "IMAGE_FIELDS", "InvalidRequest", "parse_size", "validate"]
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One text-to-image job. Fields left as None take the model's defaults when resolved."""
+    """One job. Fields left as None take the model's defaults when the engine resolves them."""
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -33,18 +36,28 @@ class GenerationRequest:
     seed: int | None = None
     scheduler: str | None = None
     count: int = 1
-    model: str | None = None
+    model: str | None = None  # a model reference (name or path); in a record, the model's name
 
-    def __post_init__(self) -> None:
+    def validated(self) -> "GenerationRequest":
+        """This request with its sampler name made canonical; InvalidRequest says what is wrong."""
         validate(self)
         if self.scheduler is not None:
-            object.__setattr__(self, "scheduler", schedulers.canonical_name(self.scheduler))
+            return self.replace(scheduler=schedulers.canonical_name(self.scheduler))
+        return self
+
+    def with_seed(self) -> "GenerationRequest":
+        """The seed fixed: the one place a random seed is drawn, so a queued job makes the same picture."""
+        return self if self.seed is not None else self.replace(seed=random_seed())
 
     def seeds(self) -> list[int]:
         """One seed per image: the request's seed, then the next ones (wrapping at 2^32)."""
         if self.seed is None:
-            raise ValueError("resolve the request before asking for its seeds")
+            raise ValueError("fix the seed before asking for the seeds")
         return [(self.seed + i) % SEED_LIMIT for i in range(self.count)]
+
+    def for_image(self, seed: int) -> "GenerationRequest":
+        """What made one image of this job."""
+        return self.replace(seed=seed, count=1)
 
     def replace(self, **changes) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
@@ -54,8 +67,30 @@ class GenerationRequest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GenerationRequest":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Unknown keys are ignored (a newer version may have written them); values are not checked."""
+        return cls(**{k: v for k, v in data.items() if k in FIELDS})
+
+    def keep_valid(self) -> tuple["GenerationRequest", list[str]]:
+        """A valid request from every field that passes validation, and the names of those that did not
+        ("reuse settings" from another tool's image)."""
+        request, dropped = GenerationRequest(), []
+        for name in FIELDS:
+            value = getattr(self, name)
+            if value is None or value == getattr(request, name):
+                continue
+            try:
+                request = request.replace(**{name: value}).validated()
+            except LatentStudioError:
+                dropped.append(name)
+        return request, dropped
+
+
+def random_seed() -> int:
+    return secrets.randbelow(SEED_LIMIT)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest))
+IMAGE_FIELDS = tuple(name for name in FIELDS if name != "count")  # what one image records
 
 
 def _is_int(value) -> bool:
@@ -83,6 +118,12 @@ def validate(req: GenerationRequest) -> None:
         raise InvalidRequest(f"Seed must be a whole number from 0 to {SEED_LIMIT - 1} (got {req.seed}).")
     if not _is_int(req.count) or not 1 <= req.count <= MAX_COUNT:
         raise InvalidRequest(f"Image count must be from 1 to {MAX_COUNT} (got {req.count}).")
+    if req.scheduler is not None:
+        if not isinstance(req.scheduler, str):
+            raise InvalidRequest(f"Sampler must be a name (got {req.scheduler!r}).")
+        schedulers.canonical_name(req.scheduler)
+    if req.model is not None and not isinstance(req.model, str):
+        raise InvalidRequest(f"Model must be a name or a path (got {req.model!r}).")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")

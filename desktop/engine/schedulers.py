@@ -5,7 +5,7 @@ Names follow AUTOMATIC1111 so that settings read from other tools' images match.
 
 from __future__ import annotations
 
-from desktop.errors import LatentStudioError
+from desktop.errors import InvalidRequest
 
 # name -> (diffusers class name, config overrides)
 SCHEDULERS: dict[str, tuple[str, dict]] = {
@@ -30,7 +30,7 @@ def canonical_name(name: str) -> str:
     for known in SCHEDULERS:
         if known.lower() == wanted:
             return known
-    raise LatentStudioError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
+    raise InvalidRequest(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
 
 
 def build(name: str, base_config):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from desktop.engine.request import GenerationRequest
 from desktop.gallery.metadata import ImageMetadata, as_float, as_int, scheduler_name
 
 SAMPLER_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustom")
@@ -17,15 +18,14 @@ CHECKPOINT_INPUTS = ("ckpt_name", "unet_name", "model_name")
 def from_invokeai(chunk: str) -> ImageMetadata | None:
     data = json.loads(chunk)
     model = data.get("model") or {}
-    return ImageMetadata(
-        source="invokeai",
+    return ImageMetadata(source="invokeai", request=GenerationRequest(
         prompt=str(data.get("positive_prompt", "")),
         negative_prompt=str(data.get("negative_prompt", "")),
-        model=str(model.get("name") or model.get("model_name") or "") if isinstance(model, dict) else str(model),
+        model=(str(model.get("name") or model.get("model_name") or "") if isinstance(model, dict) else str(model)) or None,
         seed=as_int(data.get("seed")), steps=as_int(data.get("steps")), guidance=as_float(data.get("cfg_scale")),
         width=as_int(data.get("width")), height=as_int(data.get("height")),
         scheduler=scheduler_name(str(data.get("scheduler", ""))),
-    )
+    ))
 
 
 def from_invokeai_legacy(chunk: str) -> ImageMetadata | None:
@@ -35,12 +35,12 @@ def from_invokeai_legacy(chunk: str) -> ImageMetadata | None:
     prompt = image.get("prompt", "")
     if isinstance(prompt, list):
         prompt = prompt[0].get("prompt", "") if prompt else ""
-    return ImageMetadata(
-        source="invokeai", prompt=str(prompt), model=str(data.get("model_weights", "")),
+    return ImageMetadata(source="invokeai", request=GenerationRequest(
+        prompt=str(prompt), model=str(data.get("model_weights", "")) or None,
         seed=as_int(image.get("seed")), steps=as_int(image.get("steps")), guidance=as_float(image.get("cfg_scale")),
         width=as_int(image.get("width")), height=as_int(image.get("height")),
         scheduler=scheduler_name(str(image.get("sampler", ""))),
-    )
+    ))
 
 
 def from_comfyui_prompt(chunk: str) -> ImageMetadata | None:
@@ -66,16 +66,15 @@ def from_comfyui_prompt(chunk: str) -> ImageMetadata | None:
         return None
 
     latent = follow(inputs.get("latent_image"), ("width",))
-    return ImageMetadata(
-        source="comfyui",
+    return ImageMetadata(source="comfyui", request=GenerationRequest(
         prompt=str(follow(inputs.get("positive"), ("text",)) or ""),
         negative_prompt=str(follow(inputs.get("negative"), ("text",)) or ""),
-        model=str(follow(inputs.get("model"), CHECKPOINT_INPUTS) or ""),
+        model=str(follow(inputs.get("model"), CHECKPOINT_INPUTS) or "") or None,
         seed=as_int(inputs.get("seed", inputs.get("noise_seed"))),
         steps=as_int(inputs.get("steps")), guidance=as_float(inputs.get("cfg")),
         width=as_int(latent), height=as_int(follow(inputs.get("latent_image"), ("height",))) if latent else None,
         scheduler=scheduler_name(str(inputs.get("sampler_name", "")), str(inputs.get("scheduler", ""))),
-    )
+    ))
 
 
 def from_comfyui_workflow(chunk: str) -> ImageMetadata | None:
@@ -97,9 +96,9 @@ def from_comfyui_workflow(chunk: str) -> ImageMetadata | None:
         return ""
 
     # KSampler widgets: seed, control_after_generate, steps, cfg, sampler_name, scheduler, denoise
-    return ImageMetadata(
-        source="comfyui", prompt=source_text("positive"), negative_prompt=source_text("negative"),
+    return ImageMetadata(source="comfyui", request=GenerationRequest(
+        prompt=source_text("positive"), negative_prompt=source_text("negative"),
         seed=as_int(values[0]) if values else None,
         steps=as_int(values[2]) if len(values) > 2 else None, guidance=as_float(values[3]) if len(values) > 3 else None,
         scheduler=scheduler_name(str(values[4]), str(values[5])) if len(values) > 5 else None,
-    )
+    ))

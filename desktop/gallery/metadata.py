@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from desktop.engine.request import GenerationRequest
+from desktop.engine.request import IMAGE_FIELDS, GenerationRequest
 
 A1111_KEY = "parameters"
 APP_KEY = "latent_studio"
@@ -23,12 +23,12 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(ch in value for ch in ",:\n\"") else value
 
 
-def a1111_parameters(req: GenerationRequest, seed: int, model_name: str) -> str:
+def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
     fields = [
         ("Steps", str(req.steps)),
         ("Sampler", req.scheduler or ""),
         ("CFG scale", f"{req.guidance:g}"),
-        ("Seed", str(seed)),
+        ("Seed", str(req.seed)),
         ("Size", f"{req.width}x{req.height}"),
         ("Model", model_name),
     ]
@@ -41,52 +41,36 @@ def a1111_parameters(req: GenerationRequest, seed: int, model_name: str) -> str:
     return "\n".join(lines)
 
 
-def app_record(req: GenerationRequest, seed: int, model: dict, created: float | None = None) -> str:
-    record = {"schema": APP_SCHEMA, "request": req.replace(seed=seed, count=1).to_dict(), "model": model}
+def app_record(req: GenerationRequest, model: dict, created: float | None = None) -> str:
+    record = {"schema": APP_SCHEMA, "request": req.to_dict(), "model": model}
     if created is not None:
         record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
-def text_chunks(req: GenerationRequest, seed: int, model: dict, created: float | None = None) -> dict[str, str]:
+def text_chunks(req: GenerationRequest, model: dict, created: float | None = None) -> dict[str, str]:
+    """`req` is what made one image: its own seed, count 1."""
     return {
-        A1111_KEY: a1111_parameters(req, seed, model.get("name", "")),
-        APP_KEY: app_record(req, seed, model, created),
+        A1111_KEY: a1111_parameters(req, model.get("name", "")),
+        APP_KEY: app_record(req, model, created),
     }
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageMetadata:
-    """The settings an image was made with, as far as its chunks tell; None where unknown."""
+    """What an image's chunks tell: whose metadata it is, when it was made, and the settings as written
+    (not validated: another tool's values may lie outside this app's ranges; see keep_valid())."""
 
     source: str = "none"  # latent_studio, a1111, comfyui, invokeai or none
     created: float | None = None  # unix time, when the chunk says
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    width: int | None = None
-    height: int | None = None
-    scheduler: str | None = None
+    request: GenerationRequest = GenerationRequest()
 
-    def request(self) -> GenerationRequest:
-        """A valid request with every field that passes validation ("reuse these settings")."""
-        from desktop.errors import LatentStudioError
-
-        req = GenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt)
-        for name in ("steps", "guidance", "width", "height", "seed", "scheduler"):
-            value = getattr(self, name)
-            if value is not None:
-                try:
-                    req = req.replace(**{name: value})
-                except LatentStudioError:
-                    pass
-        return req
+    def to_json(self) -> dict:
+        settings = {name: getattr(self.request, name) for name in IMAGE_FIELDS}
+        return {"source": self.source, "created": self.created, **settings}
 
 
 def read_metadata(text: dict[str, str]) -> ImageMetadata:
@@ -109,11 +93,10 @@ def read_metadata(text: dict[str, str]) -> ImageMetadata:
 
 def _from_app(chunk: str) -> ImageMetadata | None:
     record = json.loads(chunk)
-    req = record["request"]
-    known = {f.name for f in fields(ImageMetadata)}
-    values = {k: v for k, v in req.items() if k in known and k != "model"}
-    return ImageMetadata(source="latent_studio", model=(record.get("model") or {}).get("name", ""),
-                         created=as_float(record.get("created")), **values)
+    request = GenerationRequest.from_dict(record["request"])
+    # The index and "reuse" name the model, not the path it was loaded from on that machine.
+    request = request.replace(model=(record.get("model") or {}).get("name", "") or None)
+    return ImageMetadata(source="latent_studio", created=as_float(record.get("created")), request=request)
 
 
 # A1111's own pattern for the settings line (modules/infotext_utils.py).
@@ -142,22 +125,20 @@ def _from_a1111(chunk: str) -> ImageMetadata | None:
     else:
         settings = {}
     negative_at = max((i for i, line in enumerate(lines) if line.startswith(NEGATIVE)), default=None)
-    meta = ImageMetadata(source="a1111")
+    negative = ""
     if negative_at is None:
-        meta.prompt = "\n".join(lines)
+        prompt = "\n".join(lines)
     else:
-        meta.prompt = "\n".join(lines[:negative_at])
+        prompt = "\n".join(lines[:negative_at])
         first = lines[negative_at][len(NEGATIVE):]
-        meta.negative_prompt = "\n".join([first[1:] if first.startswith(" ") else first] + lines[negative_at + 1 :])
-    meta.model = settings.get("Model", "")
-    meta.steps = as_int(settings.get("Steps"))
-    meta.guidance = as_float(settings.get("CFG scale"))
-    meta.seed = as_int(settings.get("Seed"))
+        negative = "\n".join([first[1:] if first.startswith(" ") else first] + lines[negative_at + 1 :])
     size = _SIZE.match(settings.get("Size", ""))
-    if size:
-        meta.width, meta.height = int(size.group(1)), int(size.group(2))
-    meta.scheduler = scheduler_name(settings.get("Sampler", ""), settings.get("Schedule type", ""))
-    return meta
+    width, height = (int(size.group(1)), int(size.group(2))) if size else (None, None)
+    return ImageMetadata(source="a1111", request=GenerationRequest(
+        prompt=prompt, negative_prompt=negative, model=settings.get("Model") or None,
+        steps=as_int(settings.get("Steps")), guidance=as_float(settings.get("CFG scale")),
+        seed=as_int(settings.get("Seed")), width=width, height=height,
+        scheduler=scheduler_name(settings.get("Sampler", ""), settings.get("Schedule type", ""))))
 
 
 def scheduler_name(sampler: str, schedule: str = "") -> str | None:

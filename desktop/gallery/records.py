@@ -3,45 +3,50 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-IMAGE_COLUMNS = ("id", "path", "created", "prompt", "negative_prompt", "model", "seed", "steps", "guidance",
-                 "width", "height", "scheduler", "source", "favourite", "tags", "missing")
+from desktop.engine.request import IMAGE_FIELDS, GenerationRequest
+from desktop.gallery.metadata import ImageMetadata
+
+# The index's image columns: the settings come from the request type itself, so a new setting needs
+# that field, one migration adding its column, and the control that edits it.
+INDEX_FIELDS = IMAGE_FIELDS
+IMAGE_COLUMNS = ("id", "path", "created", *INDEX_FIELDS, "source", "favourite", "tags", "missing")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageRecord:
+    """One row of the index: a file, the request that made it (as its metadata says), and annotations."""
+
     id: int
     path: Path  # absolute
     created: float
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    width: int | None = None
-    height: int | None = None
-    scheduler: str | None = None
+    request: GenerationRequest = GenerationRequest()
     source: str = "none"
     favourite: bool = False
-    tags: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()
     missing: bool = False
 
     @classmethod
     def from_row(cls, row, root: Path) -> "ImageRecord":
         values = dict(zip(IMAGE_COLUMNS, row))
-        values["path"] = root / values["path"]
-        values["favourite"], values["missing"] = bool(values["favourite"]), bool(values["missing"])
-        values["tags"] = values["tags"].split()
-        return cls(**values)
+        settings = {name: values.pop(name) for name in INDEX_FIELDS}
+        settings["model"] = settings["model"] or None  # stored as '' when unknown
+        return cls(id=values["id"], path=root / values["path"], created=values["created"],
+                   request=GenerationRequest(**settings), source=values["source"],
+                   favourite=bool(values["favourite"]), tags=tuple(values["tags"].split()),
+                   missing=bool(values["missing"]))
+
+    def metadata(self) -> ImageMetadata:
+        return ImageMetadata(source=self.source, created=self.created, request=self.request)
 
     def to_json(self) -> dict:
-        data = {name: getattr(self, name) for name in IMAGE_COLUMNS}
-        data["path"] = str(self.path)
-        data["created"] = datetime.fromtimestamp(self.created).astimezone().isoformat(timespec="seconds")
+        data = {name: getattr(self.request, name) for name in INDEX_FIELDS}
+        data.update(id=self.id, path=str(self.path), source=self.source, favourite=self.favourite,
+                    tags=list(self.tags), missing=self.missing,
+                    created=datetime.fromtimestamp(self.created).astimezone().isoformat(timespec="seconds"))
         return data
 
 

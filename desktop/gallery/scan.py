@@ -11,12 +11,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from desktop.errors import LatentStudioError
 from desktop.gallery.metadata import read_metadata
 from desktop.gallery.pngchunks import UnreadablePNG, read_png_info
+from desktop.gallery.records import INDEX_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,12 @@ def rebuild(gallery) -> ScanReport:
 
 def restore_history(gallery) -> None:
     """Prompt history back from the images: one entry per prompt, used as often as it has images."""
+    # The settings of the newest image per prompt (SQLite takes the bare columns from the max() row).
+    settings = ", ".join(f"'{name}', {name}" for name in INDEX_FIELDS if name != "model")
     with gallery.transaction() as conn:
-        conn.execute("""
+        conn.execute(f"""
             INSERT OR IGNORE INTO prompts (prompt, negative_prompt, settings, use_count, last_used)
-            SELECT prompt, negative_prompt,
-                   json_object('prompt', prompt, 'negative_prompt', negative_prompt, 'steps', steps,
-                               'guidance', guidance, 'width', width, 'height', height, 'seed', seed,
-                               'scheduler', scheduler, 'count', 1, 'model', NULL),
-                   count(*), max(created)
+            SELECT prompt, negative_prompt, json_object({settings}), count(*), max(created)
             FROM images WHERE prompt != '' GROUP BY prompt, negative_prompt""")
 
 
@@ -146,7 +145,7 @@ def _add_files(gallery, batch: list[tuple[Path, str]], report: ScanReport) -> No
                 report.unreadable.append((rel, str(exc)))
                 continue
             meta = read_metadata(info.text)
-            meta.width, meta.height = info.width, info.height  # the pixels decide the size
+            meta = replace(meta, request=meta.request.replace(width=info.width, height=info.height))  # pixels decide
             gallery.index_file(path, meta, created=meta.created or stat.st_mtime, stat=stat)
             report.added += 1
 

@@ -86,6 +86,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_by_position ON jobs (position);
     """,
+    # 3: jobs belong to the window that queued them (two windows on one gallery never run the same
+    #    job), and a stored job that no longer validates is set aside instead of blocking startup.
+    """
+    CREATE TABLE jobs_v3 (
+        id INTEGER PRIMARY KEY,
+        request TEXT NOT NULL,              -- GenerationRequest as JSON
+        position REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'set_aside')),
+        created REAL NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',     -- the window instance that queued or adopted it
+        problem TEXT NOT NULL DEFAULT ''    -- why it was set aside
+    );
+    INSERT INTO jobs_v3 (id, request, position, state, created) SELECT id, request, position, state, created FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v3 RENAME TO jobs;
+    CREATE INDEX jobs_by_owner ON jobs (owner, state, position);
+    """,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -21,15 +21,13 @@ from pathlib import Path
 from desktop.errors import LatentStudioError
 from desktop.gallery import schema
 from desktop.gallery.annotations import Annotations
-from desktop.gallery.files import dated_folder, save_png_atomic
-from desktop.gallery.metadata import ImageMetadata, text_chunks
-from desktop.gallery.records import IMAGE_COLUMNS, ImageFilter, ImageRecord, PromptEntry
+from desktop.gallery.files import dated_folder, save_png_atomic, write_image
+from desktop.gallery.metadata import ImageMetadata
+from desktop.gallery.records import IMAGE_COLUMNS, INDEX_FIELDS, ImageFilter, ImageRecord, PromptEntry
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
-INDEXED_FIELDS = ("prompt", "negative_prompt", "model", "seed", "steps", "guidance", "width", "height",
-                  "scheduler", "source")
 
 
 class GalleryBusy(LatentStudioError):
@@ -143,38 +141,33 @@ class Gallery:
 
     # --- adding ------------------------------------------------------------------------------
 
-    def save_image(self, image, request, seed: int, model: dict, strip_metadata: bool = False,
-                   folder: Path | None = None) -> Path:
+    def save_image(self, image, request, model: dict, strip_metadata: bool = False) -> ImageRecord:
         """Write the PNG (atomically) and index it; the file is on disk before the index knows it.
 
-        With `folder` (generate --out), the file goes there and the gallery index is left alone.
+        `request` is what made this one image (its own seed, count 1); `model` is ModelInfo.as_dict().
         """
         now = time.time()
-        target = folder or dated_folder(self.root, datetime.fromtimestamp(now))
-        chunks = None if strip_metadata else text_chunks(request, seed, model, created=now)
-        path = save_png_atomic(image, target, f"{datetime.fromtimestamp(now):%Y%m%d-%H%M%S}-{seed}", chunks)
-        if folder is None:
-            meta = ImageMetadata(source="latent_studio", prompt=request.prompt,
-                                 negative_prompt=request.negative_prompt, model=model.get("name", ""), seed=seed,
-                                 steps=request.steps, guidance=request.guidance, width=image.width,
-                                 height=image.height, scheduler=request.scheduler)
-            try:
-                with self.transaction():
-                    self.index_file(path, meta, created=now)
-            except LatentStudioError as exc:
-                raise LatentStudioError(f"The image was saved as {path}, but the gallery could not list it: {exc} "
-                                        "It will be listed the next time the gallery opens.") from exc
-        return path
+        path = write_image(image, dated_folder(self.root, datetime.fromtimestamp(now)), request, model,
+                           strip_metadata, now)
+        made = request.replace(model=model.get("name") or None, width=image.width, height=image.height)
+        meta = ImageMetadata(source="latent_studio", created=now, request=made)
+        try:
+            with self.transaction():
+                image_id = self.index_file(path, meta, created=now)
+        except LatentStudioError as exc:
+            raise LatentStudioError(f"The image was saved as {path}, but the gallery could not list it: {exc} "
+                                    "It will be listed the next time the gallery opens.") from exc
+        return ImageRecord(image_id, path, now, made, meta.source)
 
     def index_file(self, path: Path, meta: ImageMetadata, created: float, stat: os.stat_result | None = None) -> int:
         """Insert or refresh one file's row (inside a transaction the caller holds)."""
         rel = self.relative(path)
         stat = stat or path.stat()
         note = self.annotations
-        values = {name: getattr(meta, name) for name in INDEXED_FIELDS}
-        values.update(path=rel, created=created, favourite=int(rel in note.favourites),
-                      tags=" ".join(note.tags.get(rel, [])), missing=0, file_size=stat.st_size,
-                      file_mtime_ns=stat.st_mtime_ns)
+        values = {name: getattr(meta.request, name) for name in INDEX_FIELDS}
+        values.update(model=values["model"] or "", source=meta.source, path=rel, created=created,
+                      favourite=int(rel in note.favourites), tags=" ".join(note.tags.get(rel, [])), missing=0,
+                      file_size=stat.st_size, file_mtime_ns=stat.st_mtime_ns)
         columns = ", ".join(values)
         updates = ", ".join(f"{k} = excluded.{k}" for k in values if k not in ("path", "favourite", "tags"))
         row = self.conn.execute(
@@ -206,6 +199,16 @@ class Gallery:
         rows = self.conn.execute(
             f"SELECT {', '.join(IMAGE_COLUMNS)} FROM images{where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?",
             [*params, limit, offset]).fetchall()
+        return [ImageRecord.from_row(row, self.root) for row in rows]
+
+    def matching(self, filter: ImageFilter, image_ids: list[int]) -> list[ImageRecord]:
+        """Those of these images the filter shows, newest first."""
+        if not image_ids:
+            return []
+        where, params = filter.where()
+        where += (" AND " if where else " WHERE ") + f"images.id IN ({', '.join('?' * len(image_ids))})"
+        rows = self.conn.execute(f"SELECT {', '.join(IMAGE_COLUMNS)} FROM images{where} ORDER BY created DESC, id DESC",
+                                 [*params, *image_ids]).fetchall()
         return [ImageRecord.from_row(row, self.root) for row in rows]
 
     def count(self, filter: ImageFilter = ImageFilter()) -> int:

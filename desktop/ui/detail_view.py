@@ -44,14 +44,14 @@ class DetailDialog(QDialog):
         QVBoxLayout(self).addWidget(splitter)
 
     def _side(self) -> QWidget:
-        r = self.record
+        r, q = self.record, self.record.request
         side = QWidget()
         form = QFormLayout()
         created = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
-        rows = [("Prompt", r.prompt), ("Negative", r.negative_prompt or "—"), ("Model", r.model or "—"),
-                ("Seed", r.seed), ("Steps", r.steps), ("Guidance", r.guidance), ("Size", f"{r.width} × {r.height}"),
-                ("Sampler", r.scheduler or "—"), ("Made", created), ("Metadata", SOURCES.get(r.source, r.source)), ("Tags", " ".join(r.tags) or "—"),
-                ("File", str(r.path) + ("  (missing)" if r.missing else ""))]
+        rows = [("Prompt", q.prompt), ("Negative", q.negative_prompt or "—"), ("Model", q.model or "—"),
+                ("Seed", q.seed), ("Steps", q.steps), ("Guidance", q.guidance), ("Size", f"{q.width} × {q.height}"),
+                ("Sampler", q.scheduler or "—"), ("Made", created), ("Metadata", SOURCES.get(r.source, r.source)),
+                ("Tags", " ".join(r.tags) or "—"), ("File", str(r.path) + ("  (missing)" if r.missing else ""))]
         for name, value in rows:
             label = QLabel("—" if value is None else str(value))
             label.setWordWrap(True)
@@ -63,10 +63,10 @@ class DetailDialog(QDialog):
                            ("Copy prompt", lambda: self.actions.copy_prompt(r)),
                            ("Open file location", lambda: self.actions.open_location(r)),
                            ("Remove favourite" if r.favourite else "★ Favourite",
-                            lambda: (self.actions.set_favourite([r], not r.favourite), self.accept())),
+                            lambda: self._close_if(self.actions.set_favourite([r], not r.favourite))),
                            ("Export…", lambda: self.actions.export([r])),
-                           ("Remove from gallery", lambda: (self.actions.remove([r]), self.accept())),
-                           ("Move file to trash…", lambda: (self.actions.trash([r]), self.accept()))]:
+                           ("Remove from gallery", lambda: self._close_if(self.actions.remove([r]))),
+                           ("Move file to trash…", lambda: self._close_if(self.actions.trash([r])))]:
             button = QPushButton(text)
             button.clicked.connect(slot)
             buttons.addWidget(button)
@@ -78,6 +78,11 @@ class DetailDialog(QDialog):
         layout.addLayout(row)
         layout.addStretch(1)
         return side
+
+    def _close_if(self, done: bool) -> None:
+        """An action that went ahead closes the view; "No" or a failure keeps it open."""
+        if done:
+            self.accept()
 
     def _set_zoom(self, actual: bool) -> None:
         self.view.fit = not actual

@@ -1,8 +1,9 @@
 """The gallery browser: a paged thumbnail grid with search and filters.
 
 The model fetches records a page at a time (Qt asks for more as the user scrolls) and thumbnails
-are made on a QThreadPool, off the GUI thread; only the visible ones are requested and a bounded
-cache keeps memory flat at tens of thousands of images (after calibre's alternate_views).
+are made by the background-task helper, newest request first, off the GUI thread; only the visible
+ones are requested and a bounded cache keeps memory flat at tens of thousands of images (after
+calibre's alternate_views). After a job or an action the grid changes by id, never by a reset.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from PySide6.QtCore import (QAbstractListModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer,
-                            Signal)
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView,
                                QStackedLayout, QVBoxLayout, QWidget)
@@ -26,48 +26,20 @@ RecordRole = Qt.ItemDataRole.UserRole + 1
 DATE_FILTERS = [("Any time", None), ("Today", 1), ("Last 7 days", 7), ("Last 30 days", 30), ("Last year", 365)]
 
 
-class _ThumbSignals(QObject):
-    done = Signal(str, QImage)  # image path, thumbnail (null when unreadable)
-
-
-class _ThumbJob(QRunnable):
-    def __init__(self, path: str, signals: _ThumbSignals):
-        super().__init__()
-        self.path, self.signals = path, signals
-
-    def run(self) -> None:
-        from pathlib import Path
-
-        from desktop.gallery.thumbnails import thumbnail
-
-        try:
-            image = QImage(str(thumbnail(Path(self.path))))
-        except Exception:  # unreadable or vanished file: the cell shows a placeholder
-            image = QImage()
-        self.signals.done.emit(self.path, image)
-
-
 class GalleryModel(QAbstractListModel):
     """Records from the gallery, newest first, loaded a page at a time."""
 
-    def __init__(self, gallery, parent=None):
+    def __init__(self, gallery, tasks, parent=None):
         super().__init__(parent)
         self.gallery = gallery
+        self.tasks = tasks  # BackgroundTasks: thumbnails are made newest request first
         self.filter = ImageFilter()
         self.records: list[ImageRecord] = []
         self.total = 0
         self._thumbs: OrderedDict[str, QPixmap] = OrderedDict()
         self._pending: set[str] = set()
-        self._signals = _ThumbSignals()
-        self._signals.done.connect(self._thumbnail_ready)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(2)
         self._placeholder = QPixmap(CELL - 16, CELL - 16)
         self._placeholder.fill(QColor(60, 60, 64))
-
-    def set_gallery(self, gallery) -> None:
-        self.gallery = gallery
-        self.refresh()
 
     def set_filter(self, image_filter: ImageFilter) -> None:
         self.filter = image_filter
@@ -78,6 +50,46 @@ class GalleryModel(QAbstractListModel):
         self.records = self.gallery.page(self.filter, 0, PAGE)
         self.total = self.gallery.count(self.filter)
         self.endResetModel()
+
+    # --- what changed, by id (no reset after every job) ---------------------------------------
+
+    def add(self, records: list[ImageRecord]) -> None:
+        """New images (always the newest) go on top when the filter shows them."""
+        shown = self.gallery.matching(self.filter, [r.id for r in records])
+        if not shown:
+            return
+        self.beginInsertRows(QModelIndex(), 0, len(shown) - 1)
+        self.records[:0] = shown
+        self.total += len(shown)
+        self.endInsertRows()
+
+    def change(self, image_ids: list[int]) -> None:
+        """Rows re-read; a row the filter no longer shows (unfavourited under ★) leaves."""
+        wanted = set(image_ids)
+        fresh = {r.id: r for r in self.gallery.matching(self.filter, list(wanted))}
+        for row in reversed(range(len(self.records))):
+            record = self.records[row]
+            if record.id not in wanted:
+                continue
+            if record.id in fresh:
+                self.records[row] = fresh[record.id]
+                self.dataChanged.emit(self.index(row), self.index(row))
+            else:
+                self._remove_row(row)
+
+    def remove(self, image_ids: list[int]) -> None:
+        gone = set(image_ids)
+        for row in reversed(range(len(self.records))):
+            if self.records[row].id in gone:
+                self._remove_row(row)
+
+    def _remove_row(self, row: int) -> None:
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self.records[row]
+        self.total -= 1
+        self.endRemoveRows()
+
+    # --- Qt's model interface ----------------------------------------------------------------
 
     def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.records)
@@ -97,13 +109,14 @@ class GalleryModel(QAbstractListModel):
             return None
         record = self.records[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            text = record.prompt.replace("\n", " ") or record.path.name
+            text = record.request.prompt.replace("\n", " ") or record.path.name
             return ("★ " if record.favourite else "") + (text[:40] + "…" if len(text) > 40 else text)
         if role == Qt.ItemDataRole.DecorationRole:
             return self._thumbnail(record)
         if role == Qt.ItemDataRole.ToolTipRole:
             missing = "\n(file missing)" if record.missing else ""
-            return f"{record.prompt}\n{record.width}×{record.height} · seed {record.seed} · {record.model}{missing}"
+            r = record.request
+            return f"{r.prompt}\n{r.width}×{r.height} · seed {r.seed} · {r.model or '?'}{missing}"
         if role == RecordRole:
             return record
         return None
@@ -115,7 +128,8 @@ class GalleryModel(QAbstractListModel):
             return self._thumbs[key]
         if key not in self._pending and not record.missing:
             self._pending.add(key)
-            self.pool.start(_ThumbJob(key, self._signals))
+            self.tasks.run(lambda: _thumbnail_image(key), lambda image: self._thumbnail_ready(key, image),
+                           lambda _message: self._thumbnail_ready(key, QImage()), newest_first=True)
         return self._placeholder
 
     def _thumbnail_ready(self, path: str, image: QImage) -> None:
@@ -138,11 +152,17 @@ class GalleryModel(QAbstractListModel):
     def record_at(self, row: int) -> ImageRecord:
         return self.records[row]
 
-    def update_record(self, record: ImageRecord) -> None:
-        for row, old in enumerate(self.records):
-            if old.id == record.id:
-                self.records[row] = record
-                self.dataChanged.emit(self.index(row), self.index(row))
+
+def _thumbnail_image(path: str) -> QImage:
+    """On a pool thread: the cached thumbnail file, made first when needed (null when unreadable)."""
+    from pathlib import Path
+
+    from desktop.gallery.thumbnails import thumbnail
+
+    try:
+        return QImage(str(thumbnail(Path(path))))
+    except Exception:  # unreadable, vanished or a decompression bomb: a placeholder cell
+        return QImage()
 
 
 class GalleryBrowser(QWidget):
@@ -151,9 +171,9 @@ class GalleryBrowser(QWidget):
     open_record = Signal(object)  # ImageRecord
     context_menu = Signal(object, object)  # list[ImageRecord], global position
 
-    def __init__(self, gallery, parent=None):
+    def __init__(self, gallery, tasks, parent=None):
         super().__init__(parent)
-        self.model = GalleryModel(gallery, self)
+        self.model = GalleryModel(gallery, tasks, self)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search prompts and tags…")
         self.search.setClearButtonEnabled(True)
@@ -212,8 +232,23 @@ class GalleryBrowser(QWidget):
         self.model.gallery = gallery
         self.reload()
 
+    def images_added(self, records: list[ImageRecord]) -> None:
+        if any(r.request.model and self.models.findData(r.request.model) < 0 for r in records):
+            self.reload()  # a model the filter menu does not list yet
+            return
+        self.model.add(records)
+        self._show_count()
+
+    def images_changed(self, image_ids: list[int]) -> None:
+        self.model.change(image_ids)
+        self._show_count()
+
+    def images_removed(self, image_ids: list[int]) -> None:
+        self.model.remove(image_ids)
+        self._show_count()
+
     def reload(self) -> None:
-        """Refresh the model list and the grid (after a new image, a rescan, a deletion)."""
+        """Refresh the model list and the whole grid (after a rescan, an import, a gallery switch)."""
         current = self.models.currentData()
         self.models.blockSignals(True)
         self.models.clear()
@@ -232,6 +267,9 @@ class GalleryBrowser(QWidget):
 
     def apply_filter(self) -> None:
         self.model.set_filter(self.current_filter())
+        self._show_count()
+
+    def _show_count(self) -> None:
         total = self.model.total
         self.count_label.setText(f"{total} image{'s' if total != 1 else ''}")
         filtered = self.current_filter() != ImageFilter()

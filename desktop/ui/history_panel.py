@@ -11,6 +11,7 @@ from desktop.errors import LatentStudioError
 
 class HistoryPanel(QWidget):
     chosen = Signal(object)  # GenerationRequest
+    failed = Signal(str)  # a history write failed: for the banner
 
     def __init__(self, gallery, parent=None):
         super().__init__(parent)
@@ -45,10 +46,18 @@ class HistoryPanel(QWidget):
     def _choose(self, item: QListWidgetItem) -> None:
         entry = item.data(Qt.ItemDataRole.UserRole)
         try:
-            request = GenerationRequest.from_dict(entry.settings)
-        except (LatentStudioError, TypeError):
+            request, _ = GenerationRequest.from_dict(entry.settings).keep_valid()
+        except (TypeError, AttributeError):  # settings written by something else entirely
             request = GenerationRequest(prompt=entry.prompt, negative_prompt=entry.negative_prompt)
         self.chosen.emit(request)
+
+    def _pin(self, entry) -> None:
+        try:
+            self.gallery.set_pinned(entry.id, not entry.pinned)
+        except LatentStudioError as exc:
+            self.failed.emit(str(exc))
+            return
+        self.reload()
 
     def _menu(self, pos) -> None:
         item = self.list.itemAt(pos)
@@ -56,6 +65,5 @@ class HistoryPanel(QWidget):
             return
         entry = item.data(Qt.ItemDataRole.UserRole)
         menu = QMenu(self)
-        menu.addAction("Unpin" if entry.pinned else "📌 Pin to top",
-                       lambda: (self.gallery.set_pinned(entry.id, not entry.pinned), self.reload()))
+        menu.addAction("Unpin" if entry.pinned else "📌 Pin to top", lambda: self._pin(entry))
         menu.exec(self.list.viewport().mapToGlobal(pos))

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import logging
-import secrets
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QImage, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from desktop import APP_NAME, paths
-from desktop.engine.request import SEED_LIMIT, GenerationRequest
+from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 from desktop.settings import Settings, load_settings, save_settings
+from desktop.ui.worker import JobDone, StepProgress, WorkItem
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActiveJob:
+    """The job the worker has: its queue (and so its gallery) is the one it started in."""
+
+    item: WorkItem
+    queue: object  # JobQueue
+    loading: bool = True  # no step reported yet
 
 
 class MainWindow(QMainWindow):
@@ -31,14 +42,18 @@ class MainWindow(QMainWindow):
         from desktop.ui.image_actions import ImageActions
         from desktop.ui.image_view import ImageView
         from desktop.ui.prompt_panel import PromptPanel
+        from desktop.ui.background import BackgroundTasks
+        from desktop.ui.instance import InstanceLock
         from desktop.ui.queue_panel import QueuePanel
         from desktop.ui.worker import WorkerThread
 
         self.settings = settings or load_settings()
         self.gallery = open_gallery(self.settings)
-        self.queue = JobQueue(self.gallery)
-        self.current_job: int | None = None
+        self.instance = InstanceLock()
+        self.queue = JobQueue(self.gallery, self.instance.id, InstanceLock.alive)
+        self.active: ActiveJob | None = None
         self._closing = False
+        self.tasks = BackgroundTasks(self)
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
 
@@ -55,8 +70,8 @@ class MainWindow(QMainWindow):
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
         self.queue_panel = QueuePanel()
-        self.browser = GalleryBrowser(self.gallery)
-        self.actions = ImageActions(self.gallery, self)
+        self.browser = GalleryBrowser(self.gallery, self.tasks)
+        self.actions = ImageActions(self.gallery, self.tasks, self)
         self.tabs = QTabWidget()
         self._build_layout()
         self._build_menu()
@@ -70,9 +85,13 @@ class MainWindow(QMainWindow):
         w.failed.connect(self._job_failed)
         w.cancelled.connect(self._job_cancelled)
 
+        self._previous_hook = sys.excepthook
+        sys.excepthook = self._unexpected  # exceptions in slots reach the banner and the log file
+
         self._load_models()
         self._restore()
         self._refresh_queue()
+        self._report_set_aside()
         QTimer.singleShot(0, self._start_next)  # jobs left from the last run (or a crash) resume
         if self.gallery.last_reconcile.added:
             self.statusBar().showMessage(f"{self.gallery.last_reconcile.added} image(s) found since last time "
@@ -134,20 +153,23 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(keys), self, self.generate)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel)
         self.history.chosen.connect(self._load_request)
+        self.history.failed.connect(self.show_error)
         self.queue_panel.cancel_jobs.connect(self.cancel_jobs)
         self.queue_panel.moved.connect(lambda job_id, index: (self.queue.move(job_id, index), self._refresh_queue()))
         self.browser.open_record.connect(self._open_detail)
         self.browser.context_menu.connect(lambda records, pos: self.actions.menu(records, self).exec(pos))
-        self.actions.reuse.connect(self._load_request)
-        self.actions.changed.connect(self.browser.reload)
+        self.actions.reuse.connect(self._reuse)
+        self.actions.changed.connect(self.browser.images_changed)
+        self.actions.removed.connect(self.browser.images_removed)
         self.actions.error.connect(self.show_error)
+        self.actions.status.connect(lambda text: self.statusBar().showMessage(text, 8000))
 
     # --- models ------------------------------------------------------------------------------
 
     def _registry(self):
-        from desktop.engine.models import ModelRegistry
+        from desktop.service import model_registry
 
-        return ModelRegistry(extra_folders=[Path(f) for f in self.settings.model_folders])
+        return model_registry(self.settings)
 
     def _load_models(self) -> None:
         try:
@@ -178,14 +200,12 @@ class MainWindow(QMainWindow):
 
     def generate(self) -> None:
         """Queue a job from the prompt panel; it starts at once when nothing else runs."""
+        from desktop.service import accept
+
         if not self.prompt_panel.generate_button.isEnabled():
             return
-        try:
-            request = self.prompt_panel.to_request()
-            if request.seed is None:  # fixed now, so a queued or resumed job makes the same picture
-                request = request.replace(seed=secrets.randbelow(SEED_LIMIT))
-            self.queue.add(request)
-            self.gallery.record_prompt(request)
+        try:  # the seed is fixed now, so a queued or resumed job makes the same picture
+            self.queue.add(accept(self.prompt_panel.to_request(), self.gallery))
         except LatentStudioError as exc:
             self.show_error(str(exc))
             return
@@ -194,96 +214,144 @@ class MainWindow(QMainWindow):
         self._start_next()
 
     def _start_next(self) -> None:
-        if self.current_job is not None or self._closing:
+        if self.active is not None or self._closing:
             return
-        job = self.queue.start_next()
+        try:
+            job = self.queue.claim_next()
+        except LatentStudioError as exc:
+            self.show_error(str(exc))
+            job = None
         self._refresh_queue()
         if job is None:
             self.prompt_panel.set_busy(False)
             return
-        self.current_job = job.id
+        item = WorkItem(job.id, job.request, self.gallery.root)
+        self.active = ActiveJob(item, self.queue)
         self.prompt_panel.set_busy(True)
         self.banner.hide()
         self.progress.setRange(0, 0)  # busy until the first step reports
         self.progress.setFormat("Starting…")
-        self.worker.submit.emit(job.id, job.request.to_dict())
+        self.worker.submit.emit(item)
+
+    @property
+    def current_job(self) -> int | None:
+        return self.active.item.job_id if self.active else None
 
     def cancel(self) -> None:
-        if self.current_job is not None:
+        """Cancel the running job. While its model still loads, the job ends now; the worker drops it
+        when the load returns."""
+        active = self.active
+        if active is None:
+            return
+        active.item.cancel.set()
+        if active.loading:
+            self._end_job(active.item.job_id, "cancelled")
+        else:
             self.progress.setFormat("Cancelling…")
-            self.worker.cancel()
 
     def cancel_jobs(self, job_ids: list) -> None:
         for job_id in job_ids:
             if job_id == self.current_job:
                 self.cancel()
             else:
-                self.queue.done(job_id)
+                self._queue_call(lambda: self.queue.done(job_id))
         self._refresh_queue()
 
     def _refresh_queue(self) -> None:
-        self.queue_panel.show_jobs(self.queue.jobs())
+        jobs = self._queue_call(self.queue.jobs)
+        self.queue_panel.show_jobs(jobs or [])
+
+    def _queue_call(self, operation):
+        try:
+            return operation()
+        except LatentStudioError as exc:  # the database is busy or the disk full: say so, keep going
+            self.show_error(str(exc))
+            return None
+
+    def _is_active(self, job_id: int) -> bool:
+        return self.active is not None and self.active.item.job_id == job_id and not self._closing
 
     def _job_started(self, job_id: int, text: str) -> None:
-        self.progress.setFormat(text)
+        if self._is_active(job_id):
+            self.progress.setFormat(text)
 
-    def _job_progress(self, job_id: int, step: int, total: int, seconds_left: float, image: QImage) -> None:
-        self.progress.setRange(0, total)
-        self.progress.setValue(step)
-        self.progress.setFormat(f"Step {step}/{total} · {seconds_left:.0f} s left")
-        if not image.isNull():
-            self.preview.set_image(image, smooth=True)
+    def _job_progress(self, p: StepProgress) -> None:
+        if not self._is_active(p.job_id):
+            return
+        self.active.loading = False
+        self.progress.setRange(0, p.total)
+        self.progress.setValue(p.step)
+        self.progress.setFormat(f"Step {p.step}/{p.total} · {p.seconds_left:.0f} s left")
+        if not p.preview.isNull():
+            self.preview.set_image(p.preview, smooth=True)
 
-    def _job_finished(self, job_id: int, saved: list, facts: dict) -> None:
+    def _job_finished(self, done: JobDone) -> None:
+        saved = done.result.saved
         if self._closing:
             return
-        self._end_job(job_id)
-        self.preview.set_image(QImage(saved[-1]))
-        self.prompt_panel.show_seed(facts["seeds"][0])
-        seconds = facts["timings"].get("total", 0.0)
+        if saved[0].record is not None and saved[0].path.is_relative_to(self.gallery.root):
+            self.browser.images_added([s.record for s in saved])
+        if not self._is_active(done.job_id):
+            return
+        self.preview.set_image(done.last_image)
+        self.prompt_panel.show_seed(done.result.seeds[0])
+        seconds = done.result.generation.timings.get("total", 0.0)
         self.progress.setFormat(f"Done: {len(saved)} image{'s' if len(saved) > 1 else ''} in {seconds:.1f} s")
-        for warning in facts.get("warnings", []):
+        for warning in done.result.generation.warnings:
             self.statusBar().showMessage(warning, 15000)
-        self.browser.reload()
-        self.job_done.emit(job_id, "finished", saved)
-        self._start_next()
+        self._end_job(done.job_id, "finished", [str(s.path) for s in saved])
 
     def _job_failed(self, job_id: int, message: str) -> None:
-        if self._closing:
-            return
-        self._end_job(job_id)
-        self.progress.setFormat("Failed")
-        self.show_error(message)
-        self.job_done.emit(job_id, "failed", [])
-        self._start_next()
+        if self._is_active(job_id):
+            self.show_error(message)
+            self._end_job(job_id, "failed")
 
     def _job_cancelled(self, job_id: int) -> None:
-        if self._closing:
-            return
-        self._end_job(job_id)
-        self.progress.setFormat("Cancelled")
-        self.job_done.emit(job_id, "cancelled", [])
-        self._start_next()
+        if self._is_active(job_id):
+            self._end_job(job_id, "cancelled")
 
-    def _end_job(self, job_id: int) -> None:
-        if self._closing:  # a job cut short by quitting stays queued and resumes next time
-            return
-        self.queue.done(job_id)
-        self.current_job = None
+    def _end_job(self, job_id: int, outcome: str, saved: list | None = None) -> None:
+        """The job leaves the queue it came from; a gallery switched away from meanwhile is closed."""
+        active, self.active = self.active, None
+        self._queue_call(lambda: active.queue.done(job_id))
+        if active.queue.gallery is not self.gallery:
+            active.queue.gallery.close()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        if outcome != "finished":
+            self.progress.setFormat(outcome.capitalize())
         self._refresh_queue()
+        self.job_done.emit(job_id, outcome, saved or [])
+        self._start_next()
 
     def show_error(self, message: str) -> None:
         self.banner.setText(message)
         self.banner.show()
         self.statusBar().showMessage(message.splitlines()[0], 10000)
 
+    def _unexpected(self, kind, value, tb) -> None:
+        """Any exception nothing caught: into the log file with its traceback, and onto the banner."""
+        log.error("unexpected error", exc_info=(kind, value, tb))
+        if not self._closing:
+            self.show_error(f"Something went wrong: {kind.__name__}: {value}. The details are in "
+                            f"{paths.log_dir() / 'latent-studio.log'}.")
+
+    def _report_set_aside(self) -> None:
+        if self.queue.set_aside:
+            lines = [f"“{j.prompt[:60]}”: {j.problem}" for j in self.queue.set_aside]
+            self.show_error(f"{len(lines)} queued job(s) from last time could not be run and were set aside:\n"
+                            + "\n".join(lines))
+
     # --- gallery, history, drops ---------------------------------------------------------------
 
     def _load_request(self, request: GenerationRequest) -> None:
         self.prompt_panel.load_request(request)
         self.tabs.setCurrentIndex(0)
+
+    def _reuse(self, request: GenerationRequest, dropped: list) -> None:
+        self._load_request(request)
+        if dropped:
+            self.statusBar().showMessage(f"Not used (outside this app's ranges): {', '.join(dropped)}.", 10000)
 
     def _open_detail(self, record) -> None:
         from desktop.ui.detail_view import DetailDialog
@@ -313,8 +381,10 @@ class MainWindow(QMainWindow):
         if meta.source == "none":
             self.show_error(f"{path.name} carries no generation settings (it was saved without metadata).")
             return
-        self._load_request(meta.request())
-        self.statusBar().showMessage(f"Settings loaded from {path.name} ({meta.source}).", 8000)
+        request, dropped = meta.request.keep_valid()
+        self._load_request(request)
+        skipped = f"; not used: {', '.join(dropped)}" if dropped else ""
+        self.statusBar().showMessage(f"Settings loaded from {path.name} ({meta.source}){skipped}.", 8000)
 
     def _import_folder(self) -> None:
         from desktop.gallery import scan
@@ -329,9 +399,8 @@ class MainWindow(QMainWindow):
         self._scan_in_background(scan.rescan, "Rescanning the gallery…")
 
     def _scan_in_background(self, operation, message: str) -> None:
-        """Reads every file, so it runs on a pool thread with its own database connection."""
+        """Reads every file, so it runs on the background helper with its own database connection."""
         from desktop.gallery.store import Gallery
-        from desktop.ui.background import run_in_background
 
         root = self.gallery.root
 
@@ -340,7 +409,7 @@ class MainWindow(QMainWindow):
                 return operation(gallery)
 
         self.statusBar().showMessage(message)
-        run_in_background(work, self._scan_done, self.show_error)
+        self.tasks.run(work, self._scan_done, self.show_error)
 
     def _scan_done(self, report) -> None:
         self.browser.reload()
@@ -357,27 +426,34 @@ class MainWindow(QMainWindow):
         if not dialog.exec():
             return
         new = dialog.result_settings()
-        try:
-            save_settings(new)
+        gallery = None
+        try:  # the new gallery must open before the settings name it: a bad folder is never saved
             if gallery_root(new) != self.gallery.root:
                 gallery = open_gallery(new)
-                self._switch_gallery(gallery)
-        except LatentStudioError as exc:
-            self.show_error(str(exc))
+            save_settings(new)
+        except (LatentStudioError, OSError) as exc:
+            if gallery is not None:
+                gallery.close()
+            self.show_error(f"Settings not changed: {exc}")
             return
+        if gallery is not None:
+            self._switch_gallery(gallery)
         self.settings = new
         self._load_models()
 
     def _switch_gallery(self, gallery) -> None:
+        """A running job finishes into the gallery it started in, which closes when it ends."""
         from desktop.gallery.jobs import JobQueue
+        from desktop.ui.instance import InstanceLock
 
         old, self.gallery = self.gallery, gallery
-        self.queue = JobQueue(gallery)
+        self.queue = JobQueue(gallery, self.instance.id, InstanceLock.alive)
         self.history.gallery = self.actions.gallery = gallery
         self.browser.set_gallery(gallery)
         self.history.reload()
         self._refresh_queue()
-        if self.current_job is None:
+        self._report_set_aside()
+        if self.active is None or self.active.queue.gallery is not old:
             old.close()
 
     def _restore(self) -> None:
@@ -385,8 +461,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         if self.settings.last_request:
             try:
-                self.prompt_panel.load_request(GenerationRequest.from_dict(self.settings.last_request), keep_seed=False)
-            except (LatentStudioError, TypeError):
+                request, _ = GenerationRequest.from_dict(self.settings.last_request).keep_valid()
+                self.prompt_panel.load_request(request, keep_seed=False)
+            except (TypeError, AttributeError):
                 pass
 
     def closeEvent(self, event) -> None:
@@ -402,6 +479,13 @@ class MainWindow(QMainWindow):
         except (LatentStudioError, OSError) as exc:
             log.warning("could not save settings: %s", exc)
         self._closing = True
-        self.worker.stop()  # a running job is cancelled; it stays queued and resumes next time
+        if self.active is not None:  # cancelled now; it stays queued and resumes next time
+            self.active.item.cancel.set()
+        self.worker.stop()
+        self.tasks.stop()
+        if self.active is not None and self.active.queue.gallery is not self.gallery:
+            self.active.queue.gallery.close()
         self.gallery.close()
+        self.instance.release()
+        sys.excepthook = self._previous_hook
         super().closeEvent(event)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-
 from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from desktop.engine.request import MAX_COUNT, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_SIDE, SEED_LIMIT, GenerationRequest
+from desktop.engine.request import (MAX_COUNT, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_SIDE, SEED_LIMIT, GenerationRequest,
+                                    random_seed)
 from desktop.engine.schedulers import SCHEDULER_NAMES
 
 SIZE_PRESETS = [("Model's size", None), ("512 × 512", (512, 512)), ("768 × 768", (768, 768)),
@@ -51,7 +50,7 @@ class PromptPanel(QWidget):
         dice = QToolButton()
         dice.setText("New")
         dice.setToolTip("New random seed")
-        dice.clicked.connect(lambda: self.seed.setText(str(secrets.randbelow(SEED_LIMIT))))
+        dice.clicked.connect(lambda: self.seed.setText(str(random_seed())))
         self.scheduler = QComboBox()
         self.scheduler.addItems([MODEL_DEFAULT, *SCHEDULER_NAMES])
         self.count = _spin(QSpinBox(), 1, MAX_COUNT, 1, "Images per click (seeds follow each other)")

@@ -7,6 +7,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListWidg
                                QVBoxLayout, QWidget)
 
 
+STATE_ROLE = Qt.ItemDataRole.UserRole + 1  # pending or running
+
+
 class QueuePanel(QWidget):
     cancel_jobs = Signal(list)  # job ids
     moved = Signal(int, int)  # job id, new index among the pending jobs
@@ -38,6 +41,7 @@ class QueuePanel(QWidget):
             count = f" ×{job.request.count}" if job.request.count > 1 else ""
             item = QListWidgetItem(("▶ " if job.state == "running" else "") + prompt[:80] + count)
             item.setData(Qt.ItemDataRole.UserRole, job.id)
+            item.setData(STATE_ROLE, job.state)
             if job.state == "running":  # the running job stays on top
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDragEnabled)
             self.list.addItem(item)
@@ -50,5 +54,5 @@ class QueuePanel(QWidget):
         item = self.list.item(row if row < start else row - 1)
         if item is None:
             return
-        running = sum(1 for i in range(self.list.count()) if self.list.item(i).text().startswith("▶"))
+        running = sum(1 for i in range(self.list.count()) if self.list.item(i).data(STATE_ROLE) == "running")
         self.moved.emit(item.data(Qt.ItemDataRole.UserRole), max(0, self.list.row(item) - running))

@@ -30,7 +30,8 @@ def run_self_test(app, window) -> int:
     record = window.gallery.find(path)
     if record is None or not path.is_file():
         return _fail(window, f"{path} did not reach the gallery")
-    print(f"self-test passed: {path} ({record.width}x{record.height}, model {record.model}) "
+    made = record.request
+    print(f"self-test passed: {path} ({made.width}x{made.height}, model {made.model}) "
           f"in {time.monotonic() - started:.1f} s")
     window.close()
     return 0

@@ -1,9 +1,10 @@
-"""The one long-lived thread that owns the pipeline (the pattern in DESIGN.md).
+"""The one long-lived thread that owns the engine (the threading pattern in desktop/README.md).
 
-The GUI calls `submit` through a queued signal; the worker loads and caches the model, generates,
-saves into the gallery (its own connection) and reports back with signals carrying only plain data
-and QImage. `cancel` is a plain method: it sets an Event the step callback checks, so the running
-job stops within one step and nothing half-denoised is decoded or saved.
+The window queues a WorkItem through a queued signal; the worker runs it through the generation
+service (load, generate, save into the job's gallery on its own connection) and reports back with
+signals that carry typed values and QImage only. Each job brings its own cancel token, set from the
+GUI thread with a plain method call, so a cancel pressed before the worker picks the job up, while
+its model loads, or between steps is honoured, and nothing half-denoised is decoded or saved.
 """
 
 from __future__ import annotations
@@ -11,13 +12,42 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from desktop.engine.request import GenerationRequest
+
 log = logging.getLogger(__name__)
+_stuck_threads: list = []  # threads that did not stop in time: kept alive, never destroyed while running
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A job as the worker gets it: fixed when it starts, whatever the window does meanwhile."""
+
+    job_id: int
+    request: GenerationRequest
+    gallery_root: Path
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    job_id: int
+    step: int
+    total: int
+    seconds_left: float
+    preview: QImage  # null when the step has none
+
+
+@dataclass(frozen=True)
+class JobDone:
+    job_id: int
+    result: object  # service.JobResult
+    last_image: QImage  # the last image made, so the window need not read the file back
 
 
 def to_qimage(image) -> QImage:
@@ -29,69 +59,55 @@ def to_qimage(image) -> QImage:
 
 class GenerationWorker(QObject):
     started = Signal(int, str)  # job id, what is happening ("Loading model…")
-    progress = Signal(int, int, int, float, QImage)  # job id, step, total, seconds left, preview
-    finished = Signal(int, list, dict)  # job id, saved paths (str), facts (seeds, timings, warnings)
+    progress = Signal(object)  # StepProgress
+    finished = Signal(object)  # JobDone
     failed = Signal(int, str)  # job id, message for a person
-    cancelled = Signal(int)
+    cancelled = Signal(int)  # job id
 
     def __init__(self, settings_source):
         super().__init__()
         self._settings_source = settings_source  # () -> Settings, read at the start of every job
-        self._cancel = threading.Event()
-        self._engine = None
-        self._gallery = None
+        self._service = None
 
-    def cancel(self) -> None:
-        """Called from the GUI thread; the running job notices at its next step."""
-        self._cancel.set()
-
-    @Slot(int, dict)
-    def run_job(self, job_id: int, request_data: dict) -> None:
+    @Slot(object)
+    def run_job(self, item: WorkItem) -> None:
         from desktop.engine.generation import GenerationCancelled
-        from desktop.engine.request import GenerationRequest
         from desktop.errors import LatentStudioError
 
-        self._cancel.clear()
+        if item.cancel.is_set():  # cancelled while it waited for this thread
+            self.cancelled.emit(item.job_id)
+            return
         try:
-            request = GenerationRequest.from_dict(request_data)
-            self.started.emit(job_id, "Loading model…")
-            engine, strip = self._prepare()
-            result = engine.generate(request, on_step=self._reporter(job_id), cancel=self._cancel)
-            paths = [str(self._gallery.save_image(image, result.request, seed, result.model.as_dict(), strip))
-                     for image, seed in zip(result.images, result.seeds)]
-            facts = {"seeds": result.seeds, "timings": result.timings, "warnings": result.warnings,
-                     "request": result.request.to_dict(), "model": result.model.name}
-            self.finished.emit(job_id, paths, facts)
+            self.started.emit(item.job_id, "Loading model…")
+            service = self._prepare(item.gallery_root)
+            result = service.run(item.request, on_step=self._reporter(item.job_id), cancel=item.cancel)
+            self.finished.emit(JobDone(item.job_id, result, to_qimage(result.saved[-1].image)))
         except GenerationCancelled:
-            self.cancelled.emit(job_id)
+            self.cancelled.emit(item.job_id)
         except LatentStudioError as exc:
-            self.failed.emit(job_id, str(exc))
+            self.failed.emit(item.job_id, str(exc))
         except MemoryError:
-            self.failed.emit(job_id, "Out of memory. Try a smaller size, fewer images, or attention slicing 'on'.")
+            self.failed.emit(item.job_id, "Out of memory. Try a smaller size, fewer images, or attention slicing 'on'.")
         except Exception as exc:  # the window must keep working whatever a model does
-            log.error("generation failed:\n%s", traceback.format_exc())
-            self.failed.emit(job_id, f"Generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            log.exception("generation failed")
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            self.failed.emit(item.job_id, f"Generation failed: {type(exc).__name__}: {first_line} "
+                                          "(details in the log file; see Help → About)")
 
-    def _prepare(self):
-        """Engine and gallery as the settings say now: changes apply from the next job on."""
-        from desktop.engine.generation import Engine, EngineOptions
-        from desktop.engine.models import ModelRegistry
-        from desktop.gallery.store import gallery_root, open_gallery
+    def _prepare(self, gallery_root: Path):
+        """The service as the settings say now, saving into the job's gallery."""
+        from desktop.gallery.store import Gallery
+        from desktop.service import GenerationService
 
         settings = self._settings_source()
-        options = EngineOptions(device=settings.device, precision=settings.precision,
-                                attention_slicing=settings.attention_slicing,
-                                attention_budget_mb=settings.attention_budget_mb)
-        registry = ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
-        if self._engine is None:
-            self._engine = Engine(registry=registry, options=options)
-        else:  # the cached pipeline is reused unless model, device or precision changed
-            self._engine.registry, self._engine.options = registry, options
-        if self._gallery is None or self._gallery.root != gallery_root(settings):
-            if self._gallery is not None:
-                self._gallery.close()
-            self._gallery = open_gallery(settings, reconcile=False)
-        return self._engine, settings.strip_metadata
+        service = self._service
+        if service is not None and service.gallery.root != gallery_root:
+            service.gallery.close()
+            service.gallery = Gallery(gallery_root, reconcile=False)
+        if service is None:
+            service = self._service = GenerationService(settings, Gallery(gallery_root, reconcile=False))
+        service.configure(settings)  # the loaded model is reused unless model, device or precision changed
+        return service
 
     def _reporter(self, job_id: int):
         started = time.monotonic()
@@ -99,22 +115,24 @@ class GenerationWorker(QObject):
         def on_step(step: int, total: int, preview) -> None:
             elapsed = time.monotonic() - started
             left = elapsed / step * (total - step) if step else 0.0
-            self.progress.emit(job_id, step, total, left, to_qimage(preview) if preview is not None else QImage())
+            image = to_qimage(preview) if preview is not None else QImage()
+            self.progress.emit(StepProgress(job_id, step, total, left, image))
 
         return on_step
 
     @Slot()
     def shutdown(self) -> None:
-        if self._gallery is not None:
-            self._gallery.close()
-            self._gallery = None
-        self._engine = None
+        """On this thread: close the gallery connection it opened, then end the thread's loop."""
+        if self._service is not None:
+            self._service.gallery.close()
+            self._service = None
+        QThread.currentThread().quit()
 
 
 class WorkerThread(QObject):
     """Owns the QThread and the worker on it; `submit` crosses threads through a queued signal."""
 
-    submit = Signal(int, dict)
+    submit = Signal(object)  # WorkItem
     _stop = Signal()
 
     def __init__(self, settings_source, parent=None):
@@ -127,11 +145,16 @@ class WorkerThread(QObject):
         self._stop.connect(self.worker.shutdown)
         self.thread.start()
 
-    def cancel(self) -> None:
-        self.worker.cancel()
-
-    def stop(self, wait_ms: int = 30_000) -> None:
-        self.worker.cancel()
+    def stop(self, wait_ms: int = 30_000) -> bool:
+        """Ask the worker to finish (the caller cancels the running job first); True once it has."""
         self._stop.emit()
-        self.thread.quit()
-        self.thread.wait(wait_ms)
+        if self.thread.wait(wait_ms):
+            return True
+        log.warning("the generation thread did not stop within %d s; leaving it to finish", wait_ms // 1000)
+        _stuck_threads.append((self.thread, self.worker))
+        return False
+
+
+def threads_still_running() -> bool:
+    """True when a worker thread outlived its window (the app then exits without destroying it)."""
+    return any(thread.isRunning() for thread, _ in _stuck_threads)

@@ -1,0 +1,104 @@
+"""The one path from a request to saved images, used by the CLI and by the window's worker.
+
+Settings become engine options and a model registry here and nowhere else; a job is accepted here
+(validated, its seed fixed, its prompt recorded in the history), then run and saved here. No Qt:
+the worker wraps this in its thread, the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from desktop.engine.generation import Engine, EngineOptions, GenerationResult, StepCallback
+from desktop.engine.models import ModelRegistry
+from desktop.engine.request import GenerationRequest
+from desktop.gallery.files import write_image
+from desktop.gallery.records import ImageRecord
+from desktop.settings import Settings
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """How the user overrides the settings for one run (the CLI's --device, --precision, ...)."""
+
+    device: str | None = None
+    precision: str | None = None
+    attention_slicing: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    path: Path
+    request: GenerationRequest  # what made this one image (its own seed)
+    image: object  # the PIL image, so a caller can show it without reading the file back
+    record: ImageRecord | None  # its gallery row; None when written outside the gallery (--out)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    saved: list[SavedImage]
+    generation: GenerationResult
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.generation.seeds
+
+
+def accept(request: GenerationRequest, gallery) -> GenerationRequest:
+    """Validated, its seed fixed, its prompt in the history: ready to queue (the window) or run (the CLI)."""
+    request = request.validated().with_seed()
+    gallery.record_prompt(request)
+    return request
+
+
+def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> EngineOptions:
+    return EngineOptions(
+        device=overrides.device or settings.device,
+        precision=overrides.precision or settings.precision,
+        attention_slicing=overrides.attention_slicing or settings.attention_slicing,
+        attention_budget_mb=settings.attention_budget_mb,
+    )
+
+
+def model_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(extra_folders=[Path(f) for f in settings.model_folders])
+
+
+class GenerationService:
+    """Accepts, runs and saves jobs for one gallery. Used from one thread (the engine's)."""
+
+    def __init__(self, settings: Settings, gallery, overrides: Overrides = Overrides()):
+        self.gallery = gallery
+        self.overrides = overrides
+        self.engine = Engine(default_model=settings.model)
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Settings changed: they apply from the next job; the loaded model stays unless they change it."""
+        self.settings = settings
+        self.engine.registry = model_registry(settings)
+        self.engine.options = engine_options(settings, self.overrides)
+        self.engine.default_model = settings.model
+
+    def accept(self, request: GenerationRequest) -> GenerationRequest:
+        return accept(request, self.gallery)
+
+    def run(self, request: GenerationRequest, on_step: StepCallback | None = None,
+            cancel: threading.Event | None = None, out_dir: Path | None = None) -> JobResult:
+        """Generate an accepted request and save every image (into the gallery, or `out_dir`)."""
+        result = self.engine.generate(request, on_step=on_step, cancel=cancel)
+        model = result.model.as_dict()
+        saved = [self._save(image, result.request.for_image(seed), model, out_dir)
+                 for image, seed in zip(result.images, result.seeds)]
+        return JobResult(saved, result)
+
+    def _save(self, image, request: GenerationRequest, model: dict, out_dir: Path | None) -> SavedImage:
+        strip = self.settings.strip_metadata
+        if out_dir is not None:
+            path = write_image(image, out_dir, request, model, strip, time.time())
+            return SavedImage(path, request, image, None)
+        record = self.gallery.save_image(image, request, model, strip)
+        return SavedImage(record.path, request, image, record)
