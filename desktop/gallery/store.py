@@ -21,7 +21,7 @@ from pathlib import Path
 from desktop.errors import LatentStudioError
 from desktop.gallery import schema
 from desktop.gallery.annotations import Annotations
-from desktop.gallery.files import dated_folder, save_png_atomic, write_image
+from desktop.gallery.files import dated_folder, save_png_atomic, why, write_image
 from desktop.gallery.metadata import ImageMetadata
 from desktop.gallery.records import IMAGE_COLUMNS, INDEX_FIELDS, ImageFilter, ImageRecord, PromptEntry
 
@@ -249,15 +249,15 @@ class Gallery:
                 conn.execute("UPDATE images SET favourite = ? WHERE id = ?", (int(favourite), record.id))
                 rel = self.relative(record.path)
                 (self.annotations.favourites.add if favourite else self.annotations.favourites.discard)(rel)
-        self.annotations.save(self.root)
+            self.annotations.save(self.root)  # inside: a file that cannot be written undoes the rows too
 
     def set_tags(self, image_id: int, tags: list[str]) -> None:
         clean = sorted({t.strip().lower() for t in tags if t.strip()})
         record = self.get(image_id)
         with self.transaction() as conn:
             conn.execute("UPDATE images SET tags = ? WHERE id = ?", (" ".join(clean), image_id))
-        self.annotations.tags[self.relative(record.path)] = clean
-        self.annotations.save(self.root)
+            self.annotations.tags[self.relative(record.path)] = clean
+            self.annotations.save(self.root)
 
     def set_pinned(self, prompt_id: int, pinned: bool) -> None:
         with self.transaction() as conn:
@@ -270,7 +270,7 @@ class Gallery:
             for record in records:
                 conn.execute("DELETE FROM images WHERE id = ?", (record.id,))
                 self.annotations.removed.add(self.relative(record.path))
-        self.annotations.save(self.root)
+            self.annotations.save(self.root)
         return len(records)
 
     def delete_files(self, image_ids: list[int]) -> int:
@@ -295,19 +295,23 @@ class Gallery:
         from PIL import Image
 
         records = self._records(image_ids)
-        destination.mkdir(parents=True, exist_ok=True)
         written = []
-        for record in records:
-            if not record.path.exists():
-                raise LatentStudioError(f"{record.path} is missing from disk; it cannot be exported.")
-            if metadata:
-                target = _free_name(destination, record.path.name)
-                shutil.copy2(record.path, target)
-            else:
-                with Image.open(record.path) as image:
-                    target = save_png_atomic(image.convert("RGBA" if "A" in image.getbands() else "RGB"),
-                                             destination, record.path.stem, None)
-            written.append(target)
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+            for record in records:
+                if not record.path.exists():
+                    raise LatentStudioError(f"{record.path} is missing from disk; it cannot be exported.")
+                if metadata:
+                    target = _free_name(destination, record.path.name)
+                    shutil.copy2(record.path, target)
+                else:
+                    with Image.open(record.path) as image:
+                        target = save_png_atomic(image.convert("RGBA" if "A" in image.getbands() else "RGB"),
+                                                 destination, record.path.stem, None)
+                written.append(target)
+        except OSError as exc:
+            done = f" ({len(written)} exported before it)" if written else ""
+            raise LatentStudioError(f"Cannot export to {destination}: {why(exc)}{done}.") from exc
         return written
 
     def _records(self, image_ids: list[int]) -> list[ImageRecord]:

@@ -419,15 +419,18 @@ class MainWindow(QMainWindow):
     # --- settings and lifetime ---------------------------------------------------------------
 
     def _open_settings(self) -> None:
-        from desktop.gallery.store import gallery_root, open_gallery
         from desktop.ui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, str(paths.default_gallery_dir()), self)
-        if not dialog.exec():
-            return
-        new = dialog.result_settings()
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, new: Settings) -> bool:
+        """The new gallery opens before the settings name it, so an unusable folder is never saved."""
+        from desktop.gallery.store import gallery_root, open_gallery
+
         gallery = None
-        try:  # the new gallery must open before the settings name it: a bad folder is never saved
+        try:
             if gallery_root(new) != self.gallery.root:
                 gallery = open_gallery(new)
             save_settings(new)
@@ -435,11 +438,12 @@ class MainWindow(QMainWindow):
             if gallery is not None:
                 gallery.close()
             self.show_error(f"Settings not changed: {exc}")
-            return
+            return False
         if gallery is not None:
             self._switch_gallery(gallery)
         self.settings = new
         self._load_models()
+        return True
 
     def _switch_gallery(self, gallery) -> None:
         """A running job finishes into the gallery it started in, which closes when it ends."""
