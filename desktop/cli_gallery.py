@@ -59,6 +59,8 @@ def add_parser(sub) -> None:
     bench = commands.add_parser("bench", help="time opening, paging, search and rebuild on a synthetic gallery")
     bench.add_argument("--images", type=int, default=10_000)
     bench.add_argument("--json", action="store_true")
+    bench.add_argument("--window", action="store_true",
+                       help="also time the window: shown, first page, worst stall scrolling to the end")
 
 
 def _filters(cmd: argparse.ArgumentParser) -> None:
@@ -83,7 +85,12 @@ def run(args) -> int:
     if args.gallery_command == "bench":
         from desktop.gallery import benchmark
 
-        return benchmark.run(args.images, args.json)
+        window = None
+        if args.window:
+            from desktop.ui import window_bench
+
+            window = window_bench.measure
+        return benchmark.run(args.images, args.json, window)
     with open_gallery() as gallery:
         return HANDLERS[args.gallery_command](gallery, args)
 

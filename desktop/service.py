@@ -11,13 +11,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from desktop.engine.generation import Engine, EngineOptions, GenerationResult, StepCallback
 from desktop.engine.models import ModelRegistry
 from desktop.engine.request import GenerationRequest
 from desktop.gallery.files import write_image
 from desktop.gallery.records import ImageRecord
 from desktop.settings import Settings
+
+if TYPE_CHECKING:  # the engine imports torch: the window must not, before its worker does
+    from desktop.engine.generation import EngineOptions, GenerationResult, StepCallback
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class SavedImage:
 @dataclass(frozen=True)
 class JobResult:
     saved: list[SavedImage]
-    generation: GenerationResult
+    generation: "GenerationResult"
 
     @property
     def seeds(self) -> list[int]:
@@ -54,7 +57,9 @@ def accept(request: GenerationRequest, gallery) -> GenerationRequest:
     return request
 
 
-def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> EngineOptions:
+def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> "EngineOptions":
+    from desktop.engine.generation import EngineOptions
+
     return EngineOptions(
         device=overrides.device or settings.device,
         precision=overrides.precision or settings.precision,
@@ -71,6 +76,8 @@ class GenerationService:
     """Accepts, runs and saves jobs for one gallery. Used from one thread (the engine's)."""
 
     def __init__(self, settings: Settings, gallery, overrides: Overrides = Overrides()):
+        from desktop.engine.generation import Engine
+
         self.gallery = gallery
         self.overrides = overrides
         self.engine = Engine(default_model=settings.model)
@@ -86,7 +93,7 @@ class GenerationService:
     def accept(self, request: GenerationRequest) -> GenerationRequest:
         return accept(request, self.gallery)
 
-    def run(self, request: GenerationRequest, on_step: StepCallback | None = None,
+    def run(self, request: GenerationRequest, on_step: "StepCallback | None" = None,
             cancel: threading.Event | None = None, out_dir: Path | None = None) -> JobResult:
         """Generate an accepted request and save every image (into the gallery, or `out_dir`)."""
         result = self.engine.generate(request, on_step=on_step, cancel=cancel)

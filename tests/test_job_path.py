@@ -341,3 +341,20 @@ def test_the_window_without_a_display_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "no display" in proc.stderr and "generate" in proc.stderr
+
+
+def test_the_window_opens_without_importing_torch_on_the_gui_thread(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        from PySide6.QtWidgets import QApplication
+        app = QApplication([])
+        from desktop.ui.main_window import MainWindow
+        window = MainWindow()
+        window.show()
+        app.processEvents()
+        print(sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules))
+        window.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -38,6 +38,7 @@ class GalleryModel(QAbstractListModel):
         self.total = 0
         self._thumbs: OrderedDict[str, QPixmap] = OrderedDict()
         self._pending: set[str] = set()
+        self._rows: dict[str, int] | None = None  # path -> row, rebuilt after rows move
         self._placeholder = QPixmap(CELL - 16, CELL - 16)
         self._placeholder.fill(QColor(60, 60, 64))
 
@@ -47,6 +48,7 @@ class GalleryModel(QAbstractListModel):
 
     def refresh(self) -> None:
         self.beginResetModel()
+        self._rows = None
         self.records = self.gallery.page(self.filter, 0, PAGE)
         self.total = self.gallery.count(self.filter)
         self.endResetModel()
@@ -59,6 +61,7 @@ class GalleryModel(QAbstractListModel):
         if not shown:
             return
         self.beginInsertRows(QModelIndex(), 0, len(shown) - 1)
+        self._rows = None
         self.records[:0] = shown
         self.total += len(shown)
         self.endInsertRows()
@@ -85,6 +88,7 @@ class GalleryModel(QAbstractListModel):
 
     def _remove_row(self, row: int) -> None:
         self.beginRemoveRows(QModelIndex(), row, row)
+        self._rows = None
         del self.records[row]
         self.total -= 1
         self.endRemoveRows()
@@ -100,7 +104,10 @@ class GalleryModel(QAbstractListModel):
     def fetchMore(self, parent=QModelIndex()) -> None:
         more = self.gallery.page(self.filter, len(self.records), PAGE)
         if more:
-            self.beginInsertRows(QModelIndex(), len(self.records), len(self.records) + len(more) - 1)
+            first = len(self.records)
+            self.beginInsertRows(QModelIndex(), first, first + len(more) - 1)
+            if self._rows is not None:
+                self._rows.update((str(r.path), first + i) for i, r in enumerate(more))
             self.records.extend(more)
             self.endInsertRows()
 
@@ -134,20 +141,20 @@ class GalleryModel(QAbstractListModel):
 
     def _thumbnail_ready(self, path: str, image: QImage) -> None:
         self._pending.discard(path)
-        if image.isNull():
-            pixmap = self._placeholder
-        else:  # fill the cell: small images (the shipped model's 128 px) are scaled up too
-            side = CELL - 16
-            pixmap = QPixmap.fromImage(image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                                                    Qt.TransformationMode.SmoothTransformation))
-        self._thumbs[path] = pixmap
+        self._thumbs[path] = self._placeholder if image.isNull() else QPixmap.fromImage(image)
         while len(self._thumbs) > CACHE_LIMIT:
             self._thumbs.popitem(last=False)
-        for row, record in enumerate(self.records):
-            if str(record.path) == path:
-                index = self.index(row)
-                self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
-                break
+        row = self._row_of(path)
+        if row is not None:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+    def _row_of(self, path: str) -> int | None:
+        """Row by path through a map made once per change of rows (a scan per thumbnail stalled the
+        grid at 10,000 images)."""
+        if self._rows is None:
+            self._rows = {str(record.path): row for row, record in enumerate(self.records)}
+        return self._rows.get(path)
 
     def record_at(self, row: int) -> ImageRecord:
         return self.records[row]
@@ -160,9 +167,11 @@ def _thumbnail_image(path: str) -> QImage:
     from desktop.gallery.thumbnails import thumbnail
 
     try:
-        return QImage(str(thumbnail(Path(path))))
+        image = QImage(str(thumbnail(Path(path))))
     except Exception:  # unreadable, vanished or a decompression bomb: a placeholder cell
         return QImage()
+    side = CELL - 16  # fill the cell (the shipped model's 128 px images are scaled up too), off the GUI thread
+    return image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 class GalleryBrowser(QWidget):
