@@ -129,8 +129,8 @@ def _cut(text: str, width: int) -> str:
 
 
 def _show(gallery, args) -> int:
-    from desktop.gallery.metadata import read_metadata
-    from desktop.gallery.pngchunks import UnreadablePNG, read_png_info
+    from desktop.gallery.metadata import read_image_metadata
+    from desktop.gallery.pngchunks import UnreadablePNG
 
     record = _find(gallery, args.image)
     path = record.path if record else Path(args.image)
@@ -138,8 +138,8 @@ def _show(gallery, args) -> int:
         raise LatentStudioError(f"No image {args.image!r}: give an id from `gallery list` or the path of a PNG.")
     data = record.to_json() if record else {"path": str(path), "in_gallery": False}
     try:
-        info = read_png_info(path)
-        data["metadata"] = read_metadata(info.text).to_json()
+        info, meta = read_image_metadata(path)
+        data["metadata"] = meta.to_json()
         data["chunks"] = sorted(info.text)
     except (UnreadablePNG, OSError) as exc:
         data["problem"] = str(exc)

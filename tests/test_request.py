@@ -16,7 +16,7 @@ from desktop.engine.request import GenerationRequest, InvalidRequest, parse_size
         (dict(guidance=-0.5), "Guidance"),
         (dict(guidance=30.5), "Guidance"),
         (dict(seed=-1), "Seed"),
-        (dict(seed=2**32), "Seed"),
+        (dict(seed=2**64), "Seed"),
         (dict(count=0), "count"),
         (dict(scheduler="Magic"), "Unknown scheduler"),
         (dict(scheduler=3), "Sampler"),
@@ -32,13 +32,13 @@ def test_invalid_requests_say_what_is_wrong(fields, message):
 
 def test_edges_are_allowed():
     for request in (GenerationRequest(width=64, height=2048, steps=1, guidance=0, seed=0),
-                    GenerationRequest(width=2048, height=64, steps=150, guidance=30, seed=2**32 - 1)):
+                    GenerationRequest(width=2048, height=64, steps=150, guidance=30, seed=2**64 - 1)):
         assert request.validated() == request
 
 
 def test_with_seed_fixes_a_random_seed_once():
     fixed = GenerationRequest("x").with_seed()
-    assert isinstance(fixed.seed, int) and 0 <= fixed.seed < 2**32
+    assert isinstance(fixed.seed, int) and 0 <= fixed.seed < 2**32  # new seeds stay shareable with A1111
     assert fixed.with_seed() == fixed and GenerationRequest(seed=7).with_seed().seed == 7
 
 
@@ -56,8 +56,9 @@ def test_round_trip_through_dict():
     assert GenerationRequest.from_dict(req.to_dict() | {"unknown": 1}) == req
 
 
-def test_seeds_wrap_at_32_bits():
-    assert GenerationRequest(seed=2**32 - 1, count=3).seeds() == [2**32 - 1, 0, 1]
+def test_seeds_are_64_bit_and_wrap_there():
+    assert GenerationRequest(seed=2**64 - 1, count=3).seeds() == [2**64 - 1, 0, 1]
+    assert GenerationRequest(seed=2**32, count=2).seeds() == [2**32, 2**32 + 1]  # no 32-bit wrap any more
 
 
 @pytest.mark.parametrize("text, expected", [("512x768", (512, 768)), ("640", (640, 640)), (" 64 X 128 ", (64, 128))])

@@ -141,7 +141,8 @@ def test_dropping_an_a1111_png_fills_the_prompt_panel(qtbot, window, tmp_path):
     mime.setUrls([QUrl.fromLocalFile(str(png))])
     event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
-    window.dropEvent(event)
+    with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
+        window.dropEvent(event)  # read off the GUI thread
     panel = window.prompt_panel
     assert panel.prompt.toPlainText() == "a lighthouse, at dusk" and panel.negative.toPlainText() == "fog"
     assert (panel.steps.value(), panel.guidance.value(), panel.width_box.value(), panel.height_box.value()) == (
@@ -150,7 +151,8 @@ def test_dropping_an_a1111_png_fills_the_prompt_panel(qtbot, window, tmp_path):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     window.load_settings_from_png(plain)
-    assert window.banner.isVisible() and "no generation settings" in window.banner.text()
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
+    assert "no generation settings" in window.banner.text()
 
 
 def test_search_filters_the_grid(qtbot, window):
@@ -197,7 +199,8 @@ def test_detail_view_and_reuse_settings(qtbot, window):
     texts = [w.text() for w in dialog.findChildren(type(window.banner))]
     assert "blurry" in texts and str(record.request.seed) in texts
     window.prompt_panel.prompt.setPlainText("something else")
-    window.actions.reuse_settings(record)
+    with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
+        window.actions.reuse_settings(record)
     assert window.prompt_panel.prompt.toPlainText() == record.request.prompt
     assert window.prompt_panel.seed.text() == str(record.request.seed)
     window.actions.set_favourite([record], True)

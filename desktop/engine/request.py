@@ -18,7 +18,8 @@ MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_COUNT = 100
-SEED_LIMIT = 2**32  # seeds are 32-bit, as in other SD tools, so they can be shared
+SEED_LIMIT = 2**64  # ComfyUI and Fooocus write 64-bit seeds; torch generators take them
+NEW_SEED_LIMIT = 2**32  # seeds this app draws stay 32-bit, so A1111-style tools can remake them
 
 __all__ = ["GenerationRequest", "IMAGE_FIELDS", "InvalidRequest", "parse_size", "validate"]
 
@@ -50,7 +51,7 @@ class GenerationRequest:
         return self if self.seed is not None else self.replace(seed=random_seed())
 
     def seeds(self) -> list[int]:
-        """One seed per image: the request's seed, then the next ones (wrapping at 2^32)."""
+        """One seed per image: the request's seed, then the next ones (wrapping at 2^64)."""
         if self.seed is None:
             raise ValueError("fix the seed before asking for the seeds")
         return [(self.seed + i) % SEED_LIMIT for i in range(self.count)]
@@ -86,7 +87,7 @@ class GenerationRequest:
 
 
 def random_seed() -> int:
-    return secrets.randbelow(SEED_LIMIT)
+    return secrets.randbelow(NEW_SEED_LIMIT)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest))

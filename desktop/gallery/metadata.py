@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from desktop.engine.request import IMAGE_FIELDS, GenerationRequest
+
+if TYPE_CHECKING:
+    from desktop.gallery.pngchunks import PNGInfo
 
 A1111_KEY = "parameters"
 APP_KEY = "latent_studio"
@@ -64,35 +68,66 @@ class ImageMetadata:
     """What an image's chunks tell: whose metadata it is, when it was made, and the settings as written
     (not validated: another tool's values may lie outside this app's ranges; see keep_valid())."""
 
-    source: str = "none"  # latent_studio, a1111, comfyui, invokeai or none
+    source: str = "none"  # latent_studio, a1111, fooocus, novelai, swarmui, drawthings, comfyui, invokeai, none
     created: float | None = None  # unix time, when the chunk says
     request: GenerationRequest = GenerationRequest()
+    notes: tuple[str, ...] = ()  # what did not map ("used the first of 4 samplers", an unknown sampler)
+    other: tuple[tuple[str, str], ...] = ()  # (chunk, excerpt) of metadata no reader understood
 
     def to_json(self) -> dict:
         settings = {name: getattr(self.request, name) for name in IMAGE_FIELDS}
-        return {"source": self.source, "created": self.created, **settings}
+        return {"source": self.source, "created": self.created, **settings, "notes": list(self.notes),
+                "other": {key: excerpt for key, excerpt in self.other}}
+
+
+EXCERPT = 300  # characters of a chunk no reader understood, shown as "other metadata"
 
 
 def read_metadata(text: dict[str, str]) -> ImageMetadata:
-    """Our own chunk first (exact), then A1111/Forge, InvokeAI and ComfyUI."""
+    """Our own chunk first (exact), then every other tool's, most specific first. A chunk no reader
+    understands is never taken for a prompt: it is kept, cut short, as `other`."""
     from desktop.gallery import foreign
 
-    readers = [(APP_KEY, _from_app), (A1111_KEY, _from_a1111), ("invokeai_metadata", foreign.from_invokeai),
-               ("sd-metadata", foreign.from_invokeai_legacy), ("prompt", foreign.from_comfyui_prompt),
-               ("workflow", foreign.from_comfyui_workflow)]
-    for key, reader in readers:
-        if key in text:
-            try:
-                found = reader(text[key])
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                found = None
-            if found is not None:
-                return found
-    return ImageMetadata()
+    for reader in (_from_app, foreign.from_parameters, foreign.from_novelai, foreign.from_invokeai,
+                   foreign.from_invokeai_legacy, foreign.from_dream, foreign.from_comfyui_prompt,
+                   foreign.from_comfyui_workflow, foreign.from_drawthings):
+        try:
+            found = reader(text)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            found = None
+        if found is not None:
+            return found
+    return ImageMetadata(other=tuple((key, value[:EXCERPT]) for key, value in text.items()))
 
 
-def _from_app(chunk: str) -> ImageMetadata | None:
-    record = json.loads(chunk)
+def read_image_metadata(path) -> tuple["PNGInfo", ImageMetadata]:
+    """A PNG's size and metadata: text chunks (bounded), then stealth bits when the chunks say nothing.
+    Raises UnreadablePNG/OSError for a file that is not a readable PNG."""
+    from dataclasses import replace
+
+    from desktop.gallery.pngchunks import read_png_info
+    from desktop.gallery.stealth import read_stealth
+
+    info = read_png_info(path)
+    meta = read_metadata(info.text)
+    if meta.source == "none":
+        try:
+            hidden = read_stealth(path, info.has_alpha)
+        except (OSError, ValueError, SyntaxError):  # Pillow's errors for damaged pixel data
+            hidden = None
+        if hidden:
+            found = read_metadata({A1111_KEY: hidden})
+            meta = replace(found, source="a1111-stealth") if found.source != "none" else meta
+    if info.oversized:
+        note = f"metadata too large to read (over 4 MB): {', '.join(info.oversized)}"
+        meta = replace(meta, notes=(*meta.notes, note))
+    return info, meta
+
+
+def _from_app(text: dict) -> ImageMetadata | None:
+    if APP_KEY not in text:
+        return None
+    record = json.loads(text[APP_KEY])
     request = GenerationRequest.from_dict(record["request"])
     # The index and "reuse" name the model, not the path it was loaded from on that machine.
     request = request.replace(model=(record.get("model") or {}).get("name", "") or None)
@@ -117,7 +152,10 @@ def parse_settings_line(line: str) -> dict[str, str]:
     return values
 
 
-def _from_a1111(chunk: str) -> ImageMetadata | None:
+def from_a1111_text(chunk: str, source: str = "a1111") -> ImageMetadata | None:
+    """A1111/Forge infotext (also Civitai's and Fooocus's A1111 scheme). Not JSON or XML, ever."""
+    if chunk.lstrip().startswith(("{", "<?xml", "<x:xmpmeta")):
+        return None
     lines = chunk.split("\n")
     settings = parse_settings_line(lines[-1])
     if len(_SETTINGS_KEYS & set(settings)) >= 2:
@@ -134,7 +172,7 @@ def _from_a1111(chunk: str) -> ImageMetadata | None:
         negative = "\n".join([first[1:] if first.startswith(" ") else first] + lines[negative_at + 1 :])
     size = _SIZE.match(settings.get("Size", ""))
     width, height = (int(size.group(1)), int(size.group(2))) if size else (None, None)
-    return ImageMetadata(source="a1111", request=GenerationRequest(
+    return ImageMetadata(source=source, request=GenerationRequest(
         prompt=prompt, negative_prompt=negative, model=settings.get("Model") or None,
         steps=as_int(settings.get("Steps")), guidance=as_float(settings.get("CFG scale")),
         seed=as_int(settings.get("Seed")), width=width, height=height,

@@ -16,6 +16,15 @@ INDEX_FIELDS = IMAGE_FIELDS
 IMAGE_COLUMNS = ("id", "path", "created", *INDEX_FIELDS, "source", "favourite", "tags", "missing")
 
 
+def seed_to_column(seed):
+    """SQLite integers are signed 64-bit: seeds from 2^63 up (ComfyUI's range) are stored wrapped."""
+    return seed - 2**64 if isinstance(seed, int) and seed >= 2**63 else seed
+
+
+def seed_from_column(value):
+    return value + 2**64 if isinstance(value, int) and value < 0 else value
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One row of the index: a file, the request that made it (as its metadata says), and annotations."""
@@ -34,6 +43,7 @@ class ImageRecord:
         values = dict(zip(IMAGE_COLUMNS, row))
         settings = {name: values.pop(name) for name in INDEX_FIELDS}
         settings["model"] = settings["model"] or None  # stored as '' when unknown
+        settings["seed"] = seed_from_column(settings["seed"])
         return cls(id=values["id"], path=root / values["path"], created=values["created"],
                    request=GenerationRequest(**settings), source=values["source"],
                    favourite=bool(values["favourite"]), tags=tuple(values["tags"].split()),

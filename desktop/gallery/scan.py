@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from desktop.errors import LatentStudioError
-from desktop.gallery.metadata import read_metadata
-from desktop.gallery.pngchunks import UnreadablePNG, read_png_info
+from desktop.gallery.metadata import read_image_metadata
+from desktop.gallery.pngchunks import UnreadablePNG
 from desktop.gallery.records import INDEX_FIELDS
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,18 @@ class ScanReport:
     marked_missing: int = 0
     restored: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    noted: list[tuple[str, str]] = field(default_factory=list)  # (path, note): listed, metadata not read
     seconds: float = 0.0
 
     def to_json(self) -> dict:
-        return {**self.__dict__, "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable]}
+        return {**self.__dict__, "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
+                "noted": [{"path": p, "note": n} for p, n in self.noted]}
 
     def summary(self) -> str:
         text = (f"{self.added} added, {self.marked_missing} marked missing, {self.restored} found again, "
                 f"{len(self.unreadable)} unreadable ({self.seconds:.2f} s)")
-        return text + "".join(f"\n  skipped {p}: {r}" for p, r in self.unreadable)
+        return (text + "".join(f"\n  skipped {p}: {r}" for p, r in self.unreadable)
+                + "".join(f"\n  listed without settings {p}: {n}" for p, n in self.noted))
 
 
 def is_image_name(name: str) -> bool:
@@ -138,13 +141,13 @@ def _add_files(gallery, batch: list[tuple[Path, str]], report: ScanReport) -> No
         for path, rel in batch:
             try:
                 stat = path.stat()
-                info = read_png_info(path)
+                info, meta = read_image_metadata(path)
             except FileNotFoundError:
                 continue
             except (UnreadablePNG, OSError) as exc:
                 report.unreadable.append((rel, str(exc)))
                 continue
-            meta = read_metadata(info.text)
+            report.noted.extend((rel, note) for note in meta.notes if note.startswith("metadata too large"))
             meta = replace(meta, request=meta.request.replace(width=info.width, height=info.height))  # pixels decide
             gallery.index_file(path, meta, created=meta.created or stat.st_mtime, stat=stat)
             report.added += 1

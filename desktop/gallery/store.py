@@ -23,7 +23,7 @@ from desktop.gallery import schema
 from desktop.gallery.annotations import Annotations
 from desktop.gallery.files import dated_folder, save_png_atomic, why, write_image
 from desktop.gallery.metadata import ImageMetadata
-from desktop.gallery.records import IMAGE_COLUMNS, INDEX_FIELDS, ImageFilter, ImageRecord, PromptEntry
+from desktop.gallery.records import IMAGE_COLUMNS, INDEX_FIELDS, ImageFilter, ImageRecord, PromptEntry, seed_to_column
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Gallery:
         stat = stat or path.stat()
         note = self.annotations
         values = {name: getattr(meta.request, name) for name in INDEX_FIELDS}
-        values.update(model=values["model"] or "", source=meta.source, path=rel, created=created,
+        values.update(model=values["model"] or "", seed=seed_to_column(values["seed"]), source=meta.source, path=rel, created=created,
                       favourite=int(rel in note.favourites), tags=" ".join(note.tags.get(rel, [])), missing=0,
                       file_size=stat.st_size, file_mtime_ns=stat.st_mtime_ns)
         columns = ", ".join(values)

@@ -12,7 +12,9 @@ from PySide6.QtWidgets import (QDialog, QFormLayout, QHBoxLayout, QLabel, QPushB
 from desktop.gallery.records import ImageRecord
 from desktop.ui.image_view import ImageView
 
-SOURCES = {"latent_studio": "Latent Studio", "a1111": "AUTOMATIC1111 / Forge", "comfyui": "ComfyUI",
+SOURCES = {"latent_studio": "Latent Studio", "a1111": "AUTOMATIC1111 / Forge",
+           "a1111-stealth": "AUTOMATIC1111 / Forge (hidden in the pixels)", "fooocus": "Fooocus",
+           "novelai": "NovelAI", "swarmui": "SwarmUI", "drawthings": "Draw Things", "comfyui": "ComfyUI",
            "invokeai": "InvokeAI", "none": "none (settings unknown)"}
 
 
@@ -70,14 +72,35 @@ class DetailDialog(QDialog):
             button = QPushButton(text)
             button.clicked.connect(slot)
             buttons.addWidget(button)
+        self.file_notes = QLabel()  # filled from the file itself, read off the GUI thread
+        self.file_notes.setWordWrap(True)
+        self.file_notes.setTextFormat(Qt.TextFormat.PlainText)
+        self.file_notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.file_notes.setStyleSheet("color: #aab;")
+        self._read_file_metadata()
         layout = QVBoxLayout(side)
         layout.addLayout(form)
+        layout.addWidget(self.file_notes)
         row = QHBoxLayout()
         row.addLayout(buttons)
         row.addStretch(1)
         layout.addLayout(row)
         layout.addStretch(1)
         return side
+
+    def _read_file_metadata(self) -> None:
+        from desktop.gallery.metadata import read_image_metadata
+
+        path = self.record.path
+        self.actions.tasks.run(lambda: read_image_metadata(path)[1], self._show_file_metadata, lambda _m: None)
+
+    def _show_file_metadata(self, meta) -> None:
+        lines = [f"Did not map: {note}" for note in meta.notes]
+        lines += [f"Other metadata, {key}: {excerpt}" for key, excerpt in meta.other]
+        try:
+            self.file_notes.setText("\n".join(lines))
+        except RuntimeError:  # the view was closed before the file was read
+            pass
 
     def _close_if(self, done: bool) -> None:
         """An action that went ahead closes the view; "No" or a failure keeps it open."""

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageActions(QObject):
-    reuse = Signal(object, list)  # GenerationRequest, names of the settings that could not be used
+    reuse = Signal(object)  # ImageRecord whose settings go to the prompt panel
     changed = Signal(list)  # image ids whose row changed
     removed = Signal(list)  # image ids that left the gallery
     error = Signal(str)
@@ -53,8 +53,7 @@ class ImageActions(QObject):
         return menu
 
     def reuse_settings(self, record: ImageRecord) -> None:
-        request, dropped = record.request.keep_valid()
-        self.reuse.emit(request, dropped)
+        self.reuse.emit(record)
 
     def copy_image(self, record: ImageRecord) -> None:
         image = QImage(str(record.path))

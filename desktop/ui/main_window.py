@@ -30,8 +30,13 @@ class ActiveJob:
     loading: bool = True  # no step reported yet
 
 
+ERROR_STYLE = "background: #5c1f1f; color: #ffdede; padding: 8px; border-radius: 4px;"
+NOTE_STYLE = "background: #3a3f4b; color: #e8ecf4; padding: 8px; border-radius: 4px;"
+
+
 class MainWindow(QMainWindow):
     job_done = Signal(int, str, list)  # job id, outcome (finished/failed/cancelled), saved paths (for tests, self-test)
+    settings_loaded = Signal(str)  # a PNG's settings reached the prompt panel (file name)
 
     def __init__(self, settings: Settings | None = None):
         super().__init__()
@@ -66,7 +71,6 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("background: #5c1f1f; color: #ffdede; padding: 8px; border-radius: 4px;")
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
         self.queue_panel = QueuePanel()
@@ -158,7 +162,7 @@ class MainWindow(QMainWindow):
         self.queue_panel.moved.connect(lambda job_id, index: (self.queue.move(job_id, index), self._refresh_queue()))
         self.browser.open_record.connect(self._open_detail)
         self.browser.context_menu.connect(lambda records, pos: self.actions.menu(records, self).exec(pos))
-        self.actions.reuse.connect(self._reuse)
+        self.actions.reuse.connect(lambda record: self.load_settings_from_png(record.path, record.metadata()))
         self.actions.changed.connect(self.browser.images_changed)
         self.actions.removed.connect(self.browser.images_removed)
         self.actions.error.connect(self.show_error)
@@ -325,9 +329,17 @@ class MainWindow(QMainWindow):
         self._start_next()
 
     def show_error(self, message: str) -> None:
+        self._banner(message, ERROR_STYLE)
+        self.statusBar().showMessage(message.splitlines()[0], 10000)
+
+    def show_note(self, message: str) -> None:
+        """Something worth knowing that is not an error (settings that did not map)."""
+        self._banner(message, NOTE_STYLE)
+
+    def _banner(self, message: str, style: str) -> None:
+        self.banner.setStyleSheet(style)
         self.banner.setText(message)
         self.banner.show()
-        self.statusBar().showMessage(message.splitlines()[0], 10000)
 
     def _unexpected(self, kind, value, tb) -> None:
         """Any exception nothing caught: into the log file with its traceback, and onto the banner."""
@@ -348,11 +360,6 @@ class MainWindow(QMainWindow):
         self.prompt_panel.load_request(request)
         self.tabs.setCurrentIndex(0)
 
-    def _reuse(self, request: GenerationRequest, dropped: list) -> None:
-        self._load_request(request)
-        if dropped:
-            self.statusBar().showMessage(f"Not used (outside this app's ranges): {', '.join(dropped)}.", 10000)
-
     def _open_detail(self, record) -> None:
         from desktop.ui.detail_view import DetailDialog
 
@@ -368,23 +375,41 @@ class MainWindow(QMainWindow):
             self.load_settings_from_png(Path(files[0]))
             event.acceptProposedAction()
 
-    def load_settings_from_png(self, path: Path) -> None:
-        """Settings from any tool's PNG (A1111, ComfyUI, InvokeAI, this app) into the prompt panel."""
-        from desktop.gallery.metadata import read_metadata
-        from desktop.gallery.pngchunks import UnreadablePNG, read_png_info
+    def load_settings_from_png(self, path: Path, fallback=None) -> None:
+        """Settings from any tool's PNG into the prompt panel. The file is read on the background helper
+        (never on the GUI thread: a hostile file must not freeze the window); `fallback` (the index's
+        ImageMetadata) serves when the file cannot be read any more."""
+        from desktop.gallery.metadata import read_image_metadata
+        from desktop.gallery.pngchunks import UnreadablePNG
 
-        try:
-            meta = read_metadata(read_png_info(path).text)
-        except (UnreadablePNG, OSError) as exc:
-            self.show_error(f"Cannot read {path.name}: {exc}.")
-            return
+        def work():
+            try:
+                return read_image_metadata(path)[1]
+            except (UnreadablePNG, OSError) as exc:
+                raise LatentStudioError(f"Cannot read {path.name}: {exc}.") from exc
+
+        def failed(message: str) -> None:
+            if fallback is not None:
+                self._apply_metadata(path.name, fallback)
+            else:
+                self.show_error(message)
+
+        self.tasks.run(work, lambda meta: self._apply_metadata(path.name, meta), failed)
+
+    def _apply_metadata(self, name: str, meta) -> None:
         if meta.source == "none":
-            self.show_error(f"{path.name} carries no generation settings (it was saved without metadata).")
+            found = f" It holds other metadata ({', '.join(key for key, _ in meta.other)})." if meta.other else ""
+            self.show_error(f"{name} carries no generation settings this app can read.{found}")
             return
         request, dropped = meta.request.keep_valid()
         self._load_request(request)
-        skipped = f"; not used: {', '.join(dropped)}" if dropped else ""
-        self.statusBar().showMessage(f"Settings loaded from {path.name} ({meta.source}){skipped}.", 8000)
+        notes = list(meta.notes)
+        if dropped:
+            notes.append(f"not used, outside this app's ranges: {', '.join(dropped)}")
+        if notes:
+            self.show_note(f"Settings loaded from {name} ({meta.source}). Did not map: " + "; ".join(notes) + ".")
+        self.statusBar().showMessage(f"Settings loaded from {name} ({meta.source}).", 8000)
+        self.settings_loaded.emit(name)
 
     def _import_folder(self) -> None:
         from desktop.gallery import scan

@@ -43,7 +43,7 @@ class PromptPanel(QWidget):
         self.size_preset.currentIndexChanged.connect(self._apply_size_preset)
         self.seed = QLineEdit()
         self.seed.setPlaceholderText("random")
-        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{0,10}")))
+        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{0,20}")))
         self.seed.setToolTip(f"Seed, 0 to {SEED_LIMIT - 1}: the same seed and settings give the same picture")
         self.lock_seed = QCheckBox("Keep")
         self.lock_seed.setToolTip("Keep this seed for the next images (otherwise each gets a new random seed)")
