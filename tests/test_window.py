@@ -249,3 +249,18 @@ def test_rescan_runs_off_the_gui_thread_and_shows_dropped_in_images(qtbot, windo
     qtbot.waitUntil(lambda: window.browser.model.total == 1, timeout=20_000)
     assert window.browser.model.record_at(0).request.prompt == "dropped by hand"
     assert "1 added" in window.statusBar().currentMessage()
+
+
+def test_dropping_a_fooocus_png_fills_every_field_and_notes_what_did_not_map(qtbot, window, tmp_path):
+    from test_foreign_formats import BIG_SEED, FOOOCUS, png
+
+    path = png(tmp_path / "fooocus.png", {"parameters": json.dumps({**FOOOCUS, "resolution": "(512, 768)"})})
+    with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
+        window.load_settings_from_png(path)
+    panel = window.prompt_panel
+    assert panel.prompt.toPlainText() == "a lighthouse at dusk" and panel.negative.toPlainText() == "blurry, lowres"
+    assert (panel.steps.value(), panel.guidance.value(), panel.width_box.value(), panel.height_box.value()) == (
+        30, 4.5, 512, 768)
+    assert panel.seed.text() == str(BIG_SEED) and panel.to_request().validated().seed == BIG_SEED
+    assert window.banner.isVisible() and "dpmpp_2m_sde" in window.banner.text()
+    assert "Fooocus Sharp" in window.banner.text() and "{" not in panel.prompt.toPlainText()

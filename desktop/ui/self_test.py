@@ -31,10 +31,31 @@ def run_self_test(app, window) -> int:
     if record is None or not path.is_file():
         return _fail(window, f"{path} did not reach the gallery")
     made = record.request
-    print(f"self-test passed: {path} ({made.width}x{made.height}, model {made.model}) "
-          f"in {time.monotonic() - started:.1f} s")
-    window.close()
+    seconds = time.monotonic() - started
+    if not _close_during_a_job(app, window):
+        return _fail(window, "the window did not close cleanly during a running job")
+    print(f"self-test passed: {path} ({made.width}x{made.height}, model {made.model}) in {seconds:.1f} s; "
+          "closed cleanly during a running job")
     return 0
+
+
+def _close_during_a_job(app, window) -> bool:
+    """Quit while a second job runs, as users do; the job it leaves queued is removed again."""
+    from desktop.gallery.store import Gallery
+
+    steps = []
+    window.worker.worker.progress.connect(lambda p: steps.append(p.step))
+    window.prompt_panel.steps.setValue(150)
+    window.generate()
+    job_id, root = window.current_job, window.gallery.root
+    started = time.monotonic()
+    while len(steps) < 2 and time.monotonic() - started < TIMEOUT_S:
+        app.processEvents()
+        time.sleep(0.01)
+    window.close()
+    with Gallery(root, reconcile=False) as gallery, gallery.transaction() as conn:
+        left = conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount
+    return len(steps) >= 2 and left == 1 and not window.worker.thread.isRunning()
 
 
 def _fail(window, why: str) -> int:
