@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from desktop.engine import attention, schedulers
+from desktop.engine import attention, conditioning, schedulers
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
@@ -163,7 +163,7 @@ class Engine:
         req = self.resolve(request, loaded)
         pipe = loaded.pipe
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
-        warnings = prompt_warnings(pipe.tokenizer, req)
+        warnings = prompt_warnings(pipe, req)
         for text in warnings:
             log.warning(text)
 
@@ -197,6 +197,7 @@ class Engine:
         latents = initial_latents(pipe, req, seed)
         generator = torch.Generator("cpu").manual_seed(seed)  # for stochastic samplers (Euler a)
         last = [time.perf_counter()]
+        text, schedule = self._text_inputs(pipe, req)
 
         def step_end(pipeline, step, timestep, kwargs):
             now = time.perf_counter()
@@ -207,12 +208,13 @@ class Engine:
             if on_step is not None:
                 per_image = pipeline.num_timesteps
                 on_step(index * per_image + step + 1, per_image * req.count, loaded.previewer(kwargs["latents"][0]))
+            if schedule is not None and schedule.changes_after(step + 1):  # prompt editing: the next span
+                kwargs["prompt_embeds"] = schedule.at(step + 2, pipeline.do_classifier_free_guidance)
             return kwargs
 
         try:
             out = pipe(
-                prompt=req.prompt,
-                negative_prompt=req.negative_prompt or None,
+                **text,
                 num_inference_steps=req.steps,
                 guidance_scale=req.guidance,
                 width=req.width,
@@ -221,6 +223,7 @@ class Engine:
                 generator=generator,
                 output_type="latent",
                 callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
             )
         except GenerationCancelled:
             raise
@@ -231,6 +234,16 @@ class Engine:
                 raise LatentStudioError(_oom_message(req)) from exc
             raise
         return out.images
+
+    @staticmethod
+    def _text_inputs(pipe, req: GenerationRequest):
+        """A1111 prompt syntax (weights, long prompts, BREAK, editing) as embeddings for SD 1.x/2.x,
+        with the conditioning schedule when the prompt edits itself; other pipelines get the strings."""
+        if not conditioning.supports(pipe):
+            return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
+        built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
+        embeds = {"prompt_embeds": built.positive[0][1], "negative_prompt_embeds": built.negative[0][1]}
+        return embeds, built if len(built.positive) + len(built.negative) > 2 else None
 
 
 def initial_latents(pipe, req: GenerationRequest, seed: int):
@@ -263,9 +276,19 @@ def decode_latents(pipe, latents):
         return pipe.image_processor.postprocess(pixels.float(), output_type="pil")[0]
 
 
-def prompt_warnings(tokenizer, req: GenerationRequest) -> list[str]:
-    """Say how much of a too-long prompt the text encoder never sees (it reads a fixed number of tokens)."""
+def prompt_warnings(pipe, req: GenerationRequest) -> list[str]:
+    """What of the prompt the model will not use: extra-network tags (LoRA is not applied yet), and
+    for pipelines without A1111-style chunking (SDXL) the tokens past the encoder's window."""
+    from desktop.engine.prompt_syntax import strip_extra_networks
+
     warnings = []
+    tags = strip_extra_networks(req.prompt)[1] + strip_extra_networks(req.negative_prompt)[1]
+    if tags:
+        warnings.append("Not applied (this version cannot load extra networks yet): "
+                        + ", ".join(f"<{kind}:{args}>" for kind, args in tags) + ".")
+    if conditioning.supports(pipe):
+        return warnings
+    tokenizer = pipe.tokenizer
     limit = tokenizer.model_max_length
     for label, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt)):
         if not text:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QRegularExpression, Qt, Signal
-from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtGui import QColor, QRegularExpressionValidator, QSyntaxHighlighter, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.engine.request import (MAX_COUNT, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_SIDE, SEED_LIMIT, GenerationRequest,
                                     random_seed)
+from desktop.engine.prompt_syntax import adjust_weight, unbalanced_brackets
 from desktop.engine.schedulers import SCHEDULER_NAMES
 
 SIZE_PRESETS = [("Model's size", None), ("512 × 512", (512, 512)), ("768 × 768", (768, 768)),
@@ -181,8 +182,59 @@ class PromptPanel(QWidget):
         self.generate_button.setText("Add to queue" if busy else "Generate")
 
 
+class PromptEditor(QPlainTextEdit):
+    """A prompt box that speaks A1111's syntax: Ctrl+Up/Down change the weight of the selection (or
+    the word at the cursor) in 0.1 steps, and brackets without a partner are underlined."""
+
+    WEIGHT_STEP = 0.1
+
+    def __init__(self):
+        super().__init__()
+        self._highlighter = _BracketHighlighter(self.document())
+        self.textChanged.connect(self._explain_brackets)
+
+    def keyPressEvent(self, event) -> None:
+        up_down = {Qt.Key.Key_Up: self.WEIGHT_STEP, Qt.Key.Key_Down: -self.WEIGHT_STEP}
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and event.key() in up_down:
+            self.change_weight(up_down[event.key()])
+            return
+        super().keyPressEvent(event)
+
+    def change_weight(self, delta: float) -> None:
+        cursor = self.textCursor()
+        start, end = sorted((cursor.anchor(), cursor.position()))
+        text, start, end = adjust_weight(self.toPlainText(), start, end, delta)
+        if text == self.toPlainText():
+            return
+        cursor.beginEditBlock()  # one undo step
+        cursor.select(QTextCursor.SelectionType.Document)
+        cursor.insertText(text)
+        cursor.endEditBlock()
+        cursor.setPosition(start)
+        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        self.setTextCursor(cursor)
+
+    def _explain_brackets(self) -> None:
+        lonely = unbalanced_brackets(self.toPlainText())
+        self.setToolTip(f"{len(lonely)} bracket(s) without a partner (underlined): the weight runs to the end "
+                        "of the prompt, as in AUTOMATIC1111" if lonely else "")
+
+
+class _BracketHighlighter(QSyntaxHighlighter):
+    def highlightBlock(self, text: str) -> None:
+        block = self.currentBlock()
+        whole = block.document().toPlainText()
+        mark = QTextCharFormat()
+        mark.setUnderlineStyle(QTextCharFormat.UnderlineStyle.WaveUnderline)
+        mark.setUnderlineColor(QColor("#e05555"))
+        for position in unbalanced_brackets(whole):
+            offset = position - block.position()
+            if 0 <= offset < len(text):
+                self.setFormat(offset, 1, mark)
+
+
 def _editor(placeholder: str, min_height: int, max_height: int) -> QPlainTextEdit:
-    editor = QPlainTextEdit()
+    editor = PromptEditor()
     editor.setPlaceholderText(placeholder)
     editor.setMinimumHeight(min_height)
     editor.setMaximumHeight(max_height)
