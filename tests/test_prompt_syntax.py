@@ -119,7 +119,7 @@ def test_chunks_are_window_sized_with_comma_back_off_and_break(shipped_pipe):
 def test_a_plain_prompt_encodes_exactly_as_diffusers_does(tiny_pipe):
     import torch
 
-    ours = conditioning.encode(tiny_pipe, "a red circle on a blue background")
+    ours = conditioning.encode(tiny_pipe, "a red circle on a blue background").hidden
     with torch.inference_mode():
         theirs = tiny_pipe.encode_prompt("a red circle on a blue background", "cpu", 1, False)[0]
     assert torch.equal(ours, theirs)
@@ -130,12 +130,12 @@ def test_weights_scale_tokens_and_keep_the_mean(tiny_model):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model, local_files_only=True)
-    untrained = conditioning.encode(pipe, "a (red:1.5) circle")  # outputs average to ~0: no mean to restore
-    assert torch.isfinite(untrained).all() and untrained.shape == conditioning.encode(pipe, "x").shape
+    untrained = conditioning.encode(pipe, "a (red:1.5) circle").hidden  # averages to ~0: no mean to restore
+    assert torch.isfinite(untrained).all() and untrained.shape == conditioning.encode(pipe, "x").hidden.shape
     with torch.no_grad():  # a final norm with a bias, as trained CLIP has: outputs with a mean
         pipe.text_encoder.final_layer_norm.bias.fill_(0.4)
-    plain = conditioning.encode(pipe, "a red circle")
-    heavy = conditioning.encode(pipe, "a (red:1.5) circle")
+    plain = conditioning.encode(pipe, "a red circle").hidden
+    heavy = conditioning.encode(pipe, "a (red:1.5) circle").hidden
     assert torch.allclose(plain.mean(), heavy.mean(), atol=1e-5) and not torch.equal(plain, heavy)
     red = 2  # BOS, "a", "red": the weighted token moves most
     moved = (heavy - plain).abs().mean(dim=-1)[0]
@@ -144,7 +144,7 @@ def test_weights_scale_tokens_and_keep_the_mean(tiny_model):
 
 def test_long_prompts_and_negatives_are_padded_to_one_length(shipped_pipe):
     built = conditioning.build(shipped_pipe, " ".join(["red circle"] * 20), "", 4)
-    positive, negative = built.positive[0][1], built.negative[0][1]
+    positive, negative = built.positive[0][1].hidden, built.negative[0][1].hidden
     assert positive.shape[1] == negative.shape[1] == 2 * 32
 
 
@@ -217,3 +217,48 @@ def test_ctrl_up_and_down_in_the_prompt_editor(qtbot):
     assert "without a partner" in editor.toolTip()
     editor.setPlainText("a (red) circle")
     assert editor.toolTip() == ""
+
+
+# --- SDXL: both text encoders and the pooled embedding follow the same rules --------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory):
+    from tiny_models import build_tiny_sdxl_pipeline
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    build_tiny_sdxl_pipeline(folder / "_tok").save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_sdxl_plain_prompts_encode_as_diffusers_does_both_encoders_and_pooled(tiny_sdxl):
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, local_files_only=True)
+    ours = conditioning.encode(pipe, "a red circle on a blue background")
+    with torch.inference_mode():
+        hidden, _, pooled, _ = pipe.encode_prompt("a red circle on a blue background", device="cpu",
+                                                  do_classifier_free_guidance=False)
+    assert ours.hidden.shape[-1] == 64 and torch.allclose(ours.hidden, hidden, atol=1e-6)
+    assert torch.allclose(ours.pooled, pooled, atol=1e-6)
+    long = conditioning.encode(pipe, " ".join(["red circle"] * 50))  # 100 tokens: two chunks, both encoders
+    assert long.hidden.shape[1] == 2 * 77 and long.pooled.shape == pooled.shape
+
+
+def test_sdxl_weights_long_prompts_and_editing_reach_the_image(tiny_sdxl):
+    from desktop.engine.generation import Engine, EngineOptions
+
+    engine = Engine(options=EngineOptions(device="cpu", precision="fp32"), default_model=str(tiny_sdxl))
+    base = dict(seed=4, steps=3, width=64, height=64, guidance=5.0)
+
+    def image(prompt):
+        result = engine.generate(GenerationRequest(prompt, **base))
+        assert result.warnings == []
+        return pixels(result.images[0])
+
+    plain = image("a red circle")
+    assert np.array_equal(plain, image("a (red:1.0) circle"))
+    assert not np.array_equal(plain, image("a (red:1.8) circle"))
+    assert not np.array_equal(plain, image("a [red:blue:1] circle"))
+    assert image(" ".join(["red circle"] * 40)).shape == plain.shape

@@ -5,6 +5,8 @@ shipped model), backing off to the last comma within 20 tokens of a cut, and BRE
 chunk. Each chunk is encoded on its own (BOS + tokens + EOS padding) and the results are joined, so
 no word is dropped. Attention weights scale each token's output, then the mean is restored.
 Prompt editing gives one conditioning per span of steps; the engine swaps them between steps.
+SDXL joins the penultimate layers of its two encoders and takes the pooled embedding from the
+second encoder's first chunk, as A1111 does.
 """
 
 from __future__ import annotations
@@ -23,14 +25,22 @@ class Chunk:
 
 
 def supports(pipe) -> bool:
-    """SD 1.x/2.x pipelines (one CLIP text encoder); SDXL keeps diffusers' own encoding for now."""
-    return getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "text_encoder_2", None) is None
+    """Pipelines whose text encoders this module drives: SD 1.x/2.x (one CLIP) and SDXL (two)."""
+    return getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None
+
+
+def _encoders(pipe) -> list[tuple[object, object, bool]]:
+    """(tokenizer, text encoder, use the penultimate layer) per encoder, as A1111 reads them."""
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return [(pipe.tokenizer, pipe.text_encoder, False)]
+    return [(pipe.tokenizer, pipe.text_encoder, True), (pipe.tokenizer_2, pipe.text_encoder_2, True)]
 
 
 def chunks(tokenizer, text: str) -> list[Chunk]:
     """A1111's tokenize_line: weighted tokens in window-sized chunks, each with BOS/EOS and padding."""
     length = tokenizer.model_max_length - 2
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    padding = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
     comma = tokenizer.get_vocab().get(",</w>")
     pieces = parse_attention(strip_extra_networks(text)[0])
     tokenized = tokenizer([p for p, _ in pieces], truncation=False, add_special_tokens=False).input_ids
@@ -39,8 +49,8 @@ def chunks(tokenizer, text: str) -> list[Chunk]:
 
     def close() -> None:
         nonlocal chunk, last_comma
-        pad = length - len(chunk.tokens)
-        chunk.tokens = [start] + chunk.tokens + [end] * pad + [end]
+        pad = length - len(chunk.tokens)  # after the first EOS the tokenizer's pad token, as A1111 and diffusers
+        chunk.tokens = [start] + chunk.tokens + [end] + [padding] * pad
         chunk.weights = [1.0] + chunk.weights + [1.0] * pad + [1.0]
         done.append(chunk)
         chunk, last_comma = Chunk(), -1
@@ -67,47 +77,80 @@ def chunks(tokenizer, text: str) -> list[Chunk]:
     return done
 
 
-def encode(pipe, text: str):
-    """(1, chunks × window, width) embeddings of a plain prompt (no editing left in it)."""
+@dataclass
+class Embeds:
+    hidden: object  # (1, chunks × window, width): what the UNet attends to
+    pooled: object | None = None  # (1, width) of SDXL's second encoder, from the first chunk
+
+
+def encode(pipe, text: str) -> Embeds:
+    """The embeddings of a plain prompt (no editing left in it); SDXL joins its two encoders."""
     import torch
 
-    encoder = pipe.text_encoder
-    outputs = []
+    hidden, pooled = [], None
     with torch.inference_mode():
-        for chunk in chunks(pipe.tokenizer, text):
-            ids = torch.tensor([chunk.tokens], device=encoder.device)
-            z = encoder(ids)[0]
-            weights = torch.tensor(chunk.weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
-            if bool((weights != 1).any()):  # A1111: scale each token, then bring the mean back
-                mean, spread = z.mean(), z.std()
-                z = z * weights
-                ratio = mean / z.mean()
-                # Outputs that average to ~0 (the shipped model's, untrained ones) have no mean to
-                # restore: dividing by a near-zero mean would scale or flip everything.
-                if abs(float(mean)) > 0.01 * float(spread) and torch.isfinite(ratio) and 0.5 < float(ratio) < 2:
-                    z = z * ratio
-            outputs.append(z)
-    return torch.cat(outputs, dim=1)
+        for tokenizer, encoder, penultimate in _encoders(pipe):
+            parts = []
+            for index, chunk in enumerate(chunks(tokenizer, text)):
+                ids = torch.tensor([chunk.tokens], device=encoder.device)
+                out = encoder(ids, output_hidden_states=penultimate)
+                z = out.hidden_states[-2] if penultimate else out[0]
+                if index == 0 and hasattr(out, "text_embeds"):
+                    pooled = out.text_embeds
+                parts.append(_weighted(z, chunk.weights))
+            hidden.append(torch.cat(parts, dim=1))
+    return Embeds(torch.cat(hidden, dim=-1), pooled)
+
+
+def _weighted(z, weights: list[float]):
+    """A1111: scale each token's output by its weight, then bring the mean back."""
+    import torch
+
+    if all(w == 1 for w in weights):
+        return z
+    mean, spread = z.mean(), z.std()
+    z = z * torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
+    ratio = mean / z.mean()
+    # Outputs that average to ~0 (the shipped model's, untrained ones) have no mean to restore:
+    # dividing by a near-zero mean would scale or flip everything.
+    if abs(float(mean)) > 0.01 * float(spread) and torch.isfinite(ratio) and 0.5 < float(ratio) < 2:
+        z = z * ratio
+    return z
 
 
 @dataclass
 class Conditioning:
     """Embeddings per span of steps for the prompt and the negative prompt (1-based last steps)."""
 
-    positive: list[tuple[int, object]]
-    negative: list[tuple[int, object]]
+    positive: list[tuple[int, Embeds]]
+    negative: list[tuple[int, Embeds]]
 
-    def at(self, step: int, guided: bool):
-        """What the UNet gets at a 1-based step: [negative, positive] when guidance is on."""
+    def first(self) -> dict:
+        """The pipeline's text arguments for step 1."""
+        positive, negative = self.positive[0][1], self.negative[0][1]
+        args = {"prompt_embeds": positive.hidden, "negative_prompt_embeds": negative.hidden}
+        if positive.pooled is not None:
+            args.update(pooled_prompt_embeds=positive.pooled, negative_pooled_prompt_embeds=negative.pooled)
+        return args
+
+    def at(self, step: int, guided: bool) -> dict:
+        """The callback tensors for a 1-based step: [negative, positive] batched when guidance is on."""
         import torch
 
         positive = next(e for last, e in self.positive if step <= last)
-        if not guided:
-            return positive
-        return torch.cat([next(e for last, e in self.negative if step <= last), positive])
+        negative = next(e for last, e in self.negative if step <= last)
+        pair = (lambda n, p: torch.cat([n, p])) if guided else (lambda n, p: p)
+        tensors = {"prompt_embeds": pair(negative.hidden, positive.hidden)}
+        if positive.pooled is not None:
+            tensors["add_text_embeds"] = pair(negative.pooled, positive.pooled)
+        return tensors
 
     def changes_after(self, step: int) -> bool:
         return any(last == step for last, _ in self.positive[:-1] + self.negative[:-1])
+
+    @property
+    def scheduled(self) -> bool:
+        return len(self.positive) + len(self.negative) > 2
 
 
 def build(pipe, prompt: str, negative: str, steps: int) -> Conditioning:
@@ -124,14 +167,16 @@ def build(pipe, prompt: str, negative: str, steps: int) -> Conditioning:
         return entries
 
     positive, negative_entries = schedule(prompt), schedule(negative)
-    longest = max(e.shape[1] for _, e in positive + negative_entries)
-    empty = encode(pipe, "")
+    longest = max(e.hidden.shape[1] for _, e in positive + negative_entries)
+    empty = encode(pipe, "").hidden
     window = empty.shape[1]
 
-    def pad(embeds):
+    def pad(embeds: Embeds) -> Embeds:
         import torch
 
-        missing = (longest - embeds.shape[1]) // window
-        return torch.cat([embeds, empty.repeat(1, missing, 1)], dim=1) if missing else embeds
+        missing = (longest - embeds.hidden.shape[1]) // window
+        if not missing:
+            return embeds
+        return Embeds(torch.cat([embeds.hidden, empty.repeat(1, missing, 1)], dim=1), embeds.pooled)
 
     return Conditioning([(last, pad(e)) for last, e in positive], [(last, pad(e)) for last, e in negative_entries])

@@ -198,6 +198,7 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(seed)  # for stochastic samplers (Euler a)
         last = [time.perf_counter()]
         text, schedule = self._text_inputs(pipe, req)
+        extra_inputs = ["add_text_embeds"] if "pooled_prompt_embeds" in text else []
 
         def step_end(pipeline, step, timestep, kwargs):
             now = time.perf_counter()
@@ -209,7 +210,7 @@ class Engine:
                 per_image = pipeline.num_timesteps
                 on_step(index * per_image + step + 1, per_image * req.count, loaded.previewer(kwargs["latents"][0]))
             if schedule is not None and schedule.changes_after(step + 1):  # prompt editing: the next span
-                kwargs["prompt_embeds"] = schedule.at(step + 2, pipeline.do_classifier_free_guidance)
+                kwargs.update(schedule.at(step + 2, pipeline.do_classifier_free_guidance))
             return kwargs
 
         try:
@@ -223,7 +224,7 @@ class Engine:
                 generator=generator,
                 output_type="latent",
                 callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", *extra_inputs],
             )
         except GenerationCancelled:
             raise
@@ -237,13 +238,12 @@ class Engine:
 
     @staticmethod
     def _text_inputs(pipe, req: GenerationRequest):
-        """A1111 prompt syntax (weights, long prompts, BREAK, editing) as embeddings for SD 1.x/2.x,
-        with the conditioning schedule when the prompt edits itself; other pipelines get the strings."""
+        """A1111 prompt syntax (weights, long prompts, BREAK, editing) as embeddings for SD 1.x/2.x and
+        SDXL, with the conditioning schedule when the prompt edits itself; others get the strings."""
         if not conditioning.supports(pipe):
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
         built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
-        embeds = {"prompt_embeds": built.positive[0][1], "negative_prompt_embeds": built.negative[0][1]}
-        return embeds, built if len(built.positive) + len(built.negative) > 2 else None
+        return built.first(), built if built.scheduled else None
 
 
 def initial_latents(pipe, req: GenerationRequest, seed: int):
