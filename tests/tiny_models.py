@@ -11,7 +11,7 @@ WORDS = "a an the of on in red green blue circle square triangle background phot
 
 def build_tiny_pipeline(tokenizer_dir: Path, seed: int = 0):
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -28,6 +28,16 @@ def build_tiny_pipeline(tokenizer_dir: Path, seed: int = 0):
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
         attention_head_dim=8, norm_num_groups=8,
     )
+    vae, scheduler = _tiny_vae_and_scheduler()
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _tiny_vae_and_scheduler():
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -35,10 +45,7 @@ def build_tiny_pipeline(tokenizer_dir: Path, seed: int = 0):
     )
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1)
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    return vae, scheduler
 
 
 def save_tiny_model(folder: Path) -> Path:
@@ -51,7 +58,7 @@ def build_tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0):
     """SDXL's shape in miniature: two text encoders (the second with a projection), a UNet with
     SDXL's text-and-time conditioning."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -71,13 +78,7 @@ def build_tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0):
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
         cross_attention_dim=64, norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=8, sample_size=32,
-    )
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1)
+    vae, scheduler = _tiny_vae_and_scheduler()
     return StableDiffusionXLPipeline(
         vae=vae, text_encoder=CLIPTextModel(text_config(32)), text_encoder_2=CLIPTextModelWithProjection(text_config(32)),
         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
