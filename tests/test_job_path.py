@@ -145,7 +145,7 @@ def test_a_cancel_pressed_before_the_worker_picks_the_job_up_is_honoured(qapp, t
     item = WorkItem(7, small(), tmp_path / "gallery")
     item.cancel.set()
     worker.run_job(item)
-    assert outcome == [7] and worker._service is None  # no model loaded, no gallery opened
+    assert outcome == [item] and worker._service is None  # no model loaded, no gallery opened
 
 
 def test_cancel_while_the_model_loads_ends_the_job_at_once_and_the_next_runs(qtbot, window):  # noqa: F811

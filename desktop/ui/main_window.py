@@ -272,15 +272,15 @@ class MainWindow(QMainWindow):
             self.show_error(str(exc))
             return None
 
-    def _is_active(self, job_id: int) -> bool:
-        return self.active is not None and self.active.item.job_id == job_id and not self._closing
+    def _is_active(self, item: WorkItem) -> bool:
+        return self.active is not None and self.active.item is item and not self._closing
 
-    def _job_started(self, job_id: int, text: str) -> None:
-        if self._is_active(job_id):
+    def _job_started(self, item: WorkItem, text: str) -> None:
+        if self._is_active(item):
             self.progress.setFormat(text)
 
     def _job_progress(self, p: StepProgress) -> None:
-        if not self._is_active(p.job_id):
+        if not self._is_active(p.item):
             return
         self.active.loading = False
         self.progress.setRange(0, p.total)
@@ -293,9 +293,9 @@ class MainWindow(QMainWindow):
         saved = done.result.saved
         if self._closing:
             return
-        if saved[0].record is not None and saved[0].path.is_relative_to(self.gallery.root):
+        if done.item.gallery_root == self.gallery.root:  # the grid shows the gallery the job saved into
             self.browser.images_added([s.record for s in saved])
-        if not self._is_active(done.job_id):
+        if not self._is_active(done.item):
             return
         self.preview.set_image(done.last_image)
         self.prompt_panel.show_seed(done.result.seeds[0])
@@ -303,16 +303,16 @@ class MainWindow(QMainWindow):
         self.progress.setFormat(f"Done: {len(saved)} image{'s' if len(saved) > 1 else ''} in {seconds:.1f} s")
         for warning in done.result.generation.warnings:
             self.statusBar().showMessage(warning, 15000)
-        self._end_job(done.job_id, "finished", [str(s.path) for s in saved])
+        self._end_job(done.item.job_id, "finished", [str(s.path) for s in saved])
 
-    def _job_failed(self, job_id: int, message: str) -> None:
-        if self._is_active(job_id):
+    def _job_failed(self, item: WorkItem, message: str) -> None:
+        if self._is_active(item):
             self.show_error(message)
-            self._end_job(job_id, "failed")
+            self._end_job(item.job_id, "failed")
 
-    def _job_cancelled(self, job_id: int) -> None:
-        if self._is_active(job_id):
-            self._end_job(job_id, "cancelled")
+    def _job_cancelled(self, item: WorkItem) -> None:
+        if self._is_active(item):
+            self._end_job(item.job_id, "cancelled")
 
     def _end_job(self, job_id: int, outcome: str, saved: list | None = None) -> None:
         """The job leaves the queue it came from; a gallery switched away from meanwhile is closed."""

@@ -36,7 +36,7 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class StepProgress:
-    job_id: int
+    item: WorkItem
     step: int
     total: int
     seconds_left: float
@@ -45,7 +45,7 @@ class StepProgress:
 
 @dataclass(frozen=True)
 class JobDone:
-    job_id: int
+    item: WorkItem
     result: object  # service.JobResult
     last_image: QImage  # the last image made, so the window need not read the file back
 
@@ -58,11 +58,13 @@ def to_qimage(image) -> QImage:
 
 
 class GenerationWorker(QObject):
-    started = Signal(int, str)  # job id, what is happening ("Loading model…")
+    # Each signal names the WorkItem itself, so a late report of an ended job is never taken for
+    # a later job with the same id (ids repeat across galleries).
+    started = Signal(object, str)  # WorkItem, what is happening ("Loading model…")
     progress = Signal(object)  # StepProgress
     finished = Signal(object)  # JobDone
-    failed = Signal(int, str)  # job id, message for a person
-    cancelled = Signal(int)  # job id
+    failed = Signal(object, str)  # WorkItem, message for a person
+    cancelled = Signal(object)  # WorkItem
 
     def __init__(self, settings_source):
         super().__init__()
@@ -75,23 +77,23 @@ class GenerationWorker(QObject):
         from desktop.errors import LatentStudioError
 
         if item.cancel.is_set():  # cancelled while it waited for this thread
-            self.cancelled.emit(item.job_id)
+            self.cancelled.emit(item)
             return
         try:
-            self.started.emit(item.job_id, "Loading model…")
+            self.started.emit(item, "Loading model…")
             service = self._prepare(item.gallery_root)
-            result = service.run(item.request, on_step=self._reporter(item.job_id), cancel=item.cancel)
-            self.finished.emit(JobDone(item.job_id, result, to_qimage(result.saved[-1].image)))
+            result = service.run(item.request, on_step=self._reporter(item), cancel=item.cancel)
+            self.finished.emit(JobDone(item, result, to_qimage(result.saved[-1].image)))
         except GenerationCancelled:
-            self.cancelled.emit(item.job_id)
+            self.cancelled.emit(item)
         except LatentStudioError as exc:
-            self.failed.emit(item.job_id, str(exc))
+            self.failed.emit(item, str(exc))
         except MemoryError:
-            self.failed.emit(item.job_id, "Out of memory. Try a smaller size, fewer images, or attention slicing 'on'.")
+            self.failed.emit(item, "Out of memory. Try a smaller size, fewer images, or attention slicing 'on'.")
         except Exception as exc:  # the window must keep working whatever a model does
             log.exception("generation failed")
             first_line = str(exc).splitlines()[0] if str(exc) else ""
-            self.failed.emit(item.job_id, f"Generation failed: {type(exc).__name__}: {first_line} "
+            self.failed.emit(item, f"Generation failed: {type(exc).__name__}: {first_line} "
                                           "(details in the log file; see Help → About)")
 
     def _prepare(self, gallery_root: Path):
@@ -109,14 +111,14 @@ class GenerationWorker(QObject):
         service.configure(settings)  # the loaded model is reused unless model, device or precision changed
         return service
 
-    def _reporter(self, job_id: int):
+    def _reporter(self, item: WorkItem):
         started = time.monotonic()
 
         def on_step(step: int, total: int, preview) -> None:
             elapsed = time.monotonic() - started
             left = elapsed / step * (total - step) if step else 0.0
             image = to_qimage(preview) if preview is not None else QImage()
-            self.progress.emit(StepProgress(job_id, step, total, left, image))
+            self.progress.emit(StepProgress(item, step, total, left, image))
 
         return on_step
 
