@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QRegularExpression, Qt, Signal
-from PySide6.QtGui import QColor, QRegularExpressionValidator, QSyntaxHighlighter, QTextCharFormat, QTextCursor
+from PySide6.QtGui import QColor, QFont, QRegularExpressionValidator, QSyntaxHighlighter, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
@@ -164,8 +164,8 @@ class PromptPanel(QWidget):
             self.size_preset.setCurrentIndex(len(SIZE_PRESETS) - 1)
             self.width_box.setValue(req.width)
             self.height_box.setValue(req.height)
-        if req.scheduler:
-            self.scheduler.setCurrentText(req.scheduler)
+        # A sampler that did not map (another tool's) means the model's default, not the last choice.
+        self.scheduler.setCurrentText(req.scheduler or MODEL_DEFAULT)
         if req.seed is not None:
             self.seed.setText(str(req.seed))
             self.lock_seed.setChecked(keep_seed)
@@ -227,6 +227,8 @@ class _BracketHighlighter(QSyntaxHighlighter):
         mark = QTextCharFormat()
         mark.setUnderlineStyle(QTextCharFormat.UnderlineStyle.WaveUnderline)
         mark.setUnderlineColor(QColor("#e05555"))
+        mark.setForeground(QColor("#d03030"))
+        mark.setFontWeight(QFont.Weight.Bold)
         for position in unbalanced_brackets(whole):
             offset = position - block.position()
             if 0 <= offset < len(text):
