@@ -73,3 +73,39 @@ def test_chunk_bounds_matrix_memory():
 def test_unknown_policy_is_rejected():
     with pytest.raises(ValueError):
         SlicedSDPAProcessor().configure("sometimes", 1, "cpu")
+
+
+def test_upcast_attention_in_fp16_matches_fp32_and_computes_in_fp32():
+    """SD 2.1-768 sets upcast_attention: its scores pass fp16's 65504 on GPUs (CPU kernels accumulate
+    in fp32 anyway, so here the check is that the processor hands SDPA fp32 and the result matches)."""
+
+    class Spy(SlicedSDPAProcessor):
+        dtypes: list = []
+
+        def _attend(self, query, key, value, mask, scale):
+            self.dtypes.append(query.dtype)
+            return super()._attend(query, key, value, mask, scale)
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=64, heads=2, dim_head=32, upcast_attention=True).eval()
+    with torch.no_grad():
+        attn.to_q.weight.mul_(20)  # large scores, as in the real model's deep layers
+        attn.to_k.weight.mul_(20)
+    x = torch.randn(1, 64, 64)
+    attn.set_processor(Spy("off", device="cpu"))
+    with torch.no_grad():
+        reference = attn(x)
+        half = attn.to(torch.float16)
+        upcast = half(x.half())
+    assert Spy.dtypes == [torch.float32, torch.float32] and upcast.dtype == torch.float16
+    assert torch.isfinite(upcast).all()
+    assert (upcast.float() - reference).abs().max() < 0.02 * reference.abs().max()
+
+
+def test_the_sd2_768_config_asks_for_upcast_attention():
+    import json
+
+    from desktop import paths
+
+    config = json.loads((paths.shipped_configs_dir() / "sd2-768-v" / "unet" / "config.json").read_text())
+    assert config["upcast_attention"] is True

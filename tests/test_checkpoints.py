@@ -80,8 +80,9 @@ def test_model_folders_list_checkpoints_with_kind_and_size(sd15_file, tmp_path):
     assert "broken" not in listed
 
 
-def sparse_safetensors(path: Path, shapes: dict, metadata: dict | None = None) -> Path:
-    """A real safetensors file (header + data region) without writing the data: a sparse file."""
+def sparse_safetensors(path: Path, shapes: dict, metadata: dict | None = None, values: dict | None = None) -> Path:
+    """A real safetensors file (header + data region) without writing the data: a sparse file.
+    `values` ({name: fp16 numpy array}) are written for real, at their place."""
     header, offset = {}, 0
     for name, shape in shapes.items():
         size = 2
@@ -95,6 +96,9 @@ def sparse_safetensors(path: Path, shapes: dict, metadata: dict | None = None) -
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)) + raw)
         fh.truncate(8 + len(raw) + offset)
+        for name, array in (values or {}).items():
+            fh.seek(8 + len(raw) + header[name]["data_offsets"][0])
+            fh.write(array.astype("<f2").tobytes())
     return path
 
 
@@ -128,6 +132,33 @@ def test_architectures_are_detected_from_tensor_names_and_shapes(tmp_path):
     plain = sparse_safetensors(tmp_path / "my-sd2.safetensors", SD2_SHAPES)
     plain.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
     assert identify(plain).kind == "SD 2.x (768, v)"
+
+
+V_BIAS = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+
+@pytest.mark.parametrize("name, metadata, bias_std, expected", [
+    ("fine-tune-768.safetensors", {"modelspec.prediction_type": "epsilon"}, 0.2, "SD 2.x"),  # the file says so
+    ("plain-name.safetensors", {"modelspec.prediction_type": "v"}, 0.01, "SD 2.x (768, v)"),
+    ("sd21-768-eps-finetune.safetensors", None, 0.03, "SD 2.x"),  # "768" in the name, the weights say epsilon
+    ("my-v-model.safetensors", None, 0.12, "SD 2.x (768, v)"),  # no "768", the weights say v
+])
+def test_sd2_v_prediction_from_modelspec_then_the_weights(tmp_path, name, metadata, bias_std, expected):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    bias = rng.normal(0, 1, 320)
+    bias = bias / bias.std() * bias_std
+    path = sparse_safetensors(tmp_path / name, {**SD2_SHAPES, V_BIAS: [320]}, metadata, {V_BIAS: bias})
+    assert identify(path).kind == expected
+
+
+def test_sdxl_v_prediction_zero_snr_checkpoints_are_detected(tmp_path):
+    marked = sparse_safetensors(tmp_path / "noob-vpred.safetensors", {**SDXL_SHAPES, "v_pred": [0], "ztsnr": [0]})
+    assert identify(marked).kind == "SDXL (v, zero terminal SNR)"
+    declared = sparse_safetensors(tmp_path / "xl.safetensors", SDXL_SHAPES, {"modelspec.prediction_type": "v"})
+    assert identify(declared).kind == "SDXL (v, zero terminal SNR)"
+    assert identify(sparse_safetensors(tmp_path / "plain-xl.safetensors", SDXL_SHAPES)).kind == "SDXL"
 
 
 @pytest.mark.parametrize("make, message", [

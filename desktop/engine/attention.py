@@ -82,10 +82,15 @@ class SlicedSDPAProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
+        out_dtype = query.dtype
+        if attn.upcast_attention:  # SD 2.1-768's scores overflow fp16 (black images): softmax in fp32
+            query, key, value = query.float(), key.float(), value.float()
+            if attention_mask is not None:
+                attention_mask = attention_mask.float()
         hidden_states = self._attend(query, key, value, attention_mask, attn.scale)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = hidden_states.to(out_dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
 

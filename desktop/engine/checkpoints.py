@@ -39,6 +39,10 @@ SD1 = Architecture("SD 1.x", "sd15", "StableDiffusionPipeline")
 SD2 = Architecture("SD 2.x", "sd2-512", "StableDiffusionPipeline")
 SD2_V = Architecture("SD 2.x (768, v)", "sd2-768-v", "StableDiffusionPipeline")
 SDXL = Architecture("SDXL", "sdxl-base", "StableDiffusionXLPipeline")
+# SDXL fine-tunes trained for v-prediction with zero terminal SNR (they mark it with `v_pred` and
+# `ztsnr` keys or modelspec): the scheduler must predict v, rescale betas and space steps trailing.
+SDXL_V = Architecture("SDXL (v, zero terminal SNR)", "sdxl-base", "StableDiffusionXLPipeline")
+V_SCHEDULER = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
 
 
 class CheckpointError(LatentStudioError):
@@ -51,6 +55,11 @@ class PickleRefused(CheckpointError):
 
 def read_header(path: Path) -> dict:
     """The safetensors header ({name: {dtype, shape, data_offsets}}), after checking the file is whole."""
+    return read_header_and_metadata(path)[0]
+
+
+def read_header_and_metadata(path: Path) -> tuple[dict, dict]:
+    """The header and the file's `__metadata__` (modelspec.* and other tools' notes)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -73,12 +82,12 @@ def read_header(path: Path) -> dict:
         raise CheckpointError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not a valid .safetensors file (its header is not readable).") from exc
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
     end = max((t["data_offsets"][1] for t in header.values() if isinstance(t, dict) and "data_offsets" in t), default=0)
     if 8 + length + end > size:
         raise CheckpointError(f"{path} is cut short ({size:,} of {8 + length + end:,} bytes): an unfinished download. "
                               "Download it again.")
-    return header
+    return header, metadata if isinstance(metadata, dict) else {}
 
 
 def check_suffix(path: Path) -> None:
@@ -95,7 +104,7 @@ def check_suffix(path: Path) -> None:
 def identify(path: Path) -> Architecture:
     """Which Stable Diffusion family a checkpoint is, from its tensor names and shapes."""
     check_suffix(path)
-    header = read_header(path)
+    header, metadata = read_header_and_metadata(path)
     names = header.keys()
     shape = lambda name: header.get(name, {}).get("shape")  # noqa: E731
     conv_in = shape(UNET + "input_blocks.0.0.weight")
@@ -108,26 +117,48 @@ def identify(path: Path) -> Architecture:
         raise CheckpointError(f"{path.name} has a UNet with {conv_in[1]} input channels; only text-to-image models "
                               "(4 channels) are supported.")
     if any(n.startswith(XL_TEXT_1) for n in names) and any(n.startswith(XL_TEXT_2) for n in names):
-        return SDXL
+        return SDXL_V if _declared_prediction(metadata) == "v" or "v_pred" in header else SDXL
     if any(n.startswith("conditioner.") for n in names):
         raise CheckpointError(f"{path.name} looks like an SDXL refiner (it refines images, it does not make them "
                               "from text); use an SDXL base model.")
     context = shape(UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
     if any(n.startswith(SD2_TEXT) for n in names) or (context and context[-1] == 1024):
-        return SD2_V if _is_v_prediction(path, header) else SD2
+        return SD2_V if _is_v_prediction(path, header, metadata) else SD2
     if any(n.startswith(SD1_TEXT) for n in names) and context and context[-1] == 768:
         return SD1
     raise CheckpointError(f"{path.name} has a UNet but no text encoder this app recognises; it may be a "
                           "partial or unusual checkpoint.")
 
 
-def _is_v_prediction(path: Path, header: dict) -> bool:
-    """SD 2.x 768 models predict v; the weights do not say so, so look where tools record it."""
+def _declared_prediction(metadata: dict) -> str | None:
+    """What the file's own modelspec says: "v", "epsilon" or None."""
+    declared = str(metadata.get("modelspec.prediction_type", "")).strip().lower()
+    if declared in ("v", "v_prediction", "v-prediction"):
+        return "v"
+    return "epsilon" if declared in ("epsilon", "eps") else None
+
+
+V_STATISTIC = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+
+def _is_v_prediction(path: Path, header: dict, metadata: dict) -> bool:
+    """SD 2.x: v or epsilon. The file's modelspec first, then the markers tools leave (a `v_pred` key,
+    A1111's .yaml beside the file), then the weights themselves: the spread of one late norm's bias
+    is above ~0.09 in v models (the test ComfyUI uses). The name ("768") only when all are silent."""
+    declared = _declared_prediction(metadata)
+    if declared:
+        return declared == "v"
     if "v_pred" in header:
         return True
     sidecar = path.with_suffix(".yaml")  # AUTOMATIC1111's convention: the model's original config
     if sidecar.is_file() and re.search(r"parameterization:\s*[\"']?v[\"']?", sidecar.read_text(errors="replace")):
         return True
+    if V_STATISTIC in header:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            bias = fh.get_tensor(V_STATISTIC).float()
+        return float(bias.std(unbiased=False)) > 0.09
     return "768" in path.stem
 
 
@@ -161,13 +192,13 @@ def load_single_file(path: Path, dtype):
 
     arch = identify(path)
     pipeline_class = getattr(diffusers, arch.pipeline)
+    xl = arch in (SDXL, SDXL_V)
     tokenizers = {"tokenizer": tokenizer("!" if arch in (SD2, SD2_V) else "<|endoftext|>")}
-    if arch is SDXL:
+    if xl:
         tokenizers["tokenizer_2"] = tokenizer("!")
-    extra = {} if arch is SDXL else {"safety_checker": None, "feature_extractor": None,
-                                       "requires_safety_checker": False}
+    extra = {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
-        return pipeline_class.from_single_file(str(path), config=str(paths.shipped_configs_dir() / arch.config),
+        pipe = pipeline_class.from_single_file(str(path), config=str(paths.shipped_configs_dir() / arch.config),
                                                local_files_only=True, torch_dtype=dtype, **tokenizers, **extra)
     except LatentStudioError:
         raise
@@ -175,3 +206,6 @@ def load_single_file(path: Path, dtype):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path.name} looked like {arch.kind} but its tensors do not fit that architecture "
                               f"({first}). It may be damaged or a kind of model this app does not run.") from exc
+    if arch is SDXL_V:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **V_SCHEDULER)
+    return pipe

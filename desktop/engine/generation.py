@@ -103,7 +103,7 @@ class Engine:
         start = time.perf_counter()
         dtype = torch_dtype(placement.precision)
         pipe = load_pipeline(info, dtype)
-        if dtype == torch.float16 and info.kind == "SDXL" and getattr(pipe.vae.config, "force_upcast", False):
+        if dtype == torch.float16 and info.kind.startswith("SDXL") and getattr(pipe.vae.config, "force_upcast", False):
             pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its config asks for fp32
         try:
             pipe.to(placement.device)
@@ -122,7 +122,7 @@ class Engine:
             processor=processor,
             base_scheduler_config=dict(pipe.scheduler.config),
             defaults=read_defaults(info.path),
-            previewer=LatentPreviewer(PreviewFactors.for_model(info.path, is_sdxl=info.kind == "SDXL")),
+            previewer=LatentPreviewer(PreviewFactors.for_model(info.path, is_sdxl=info.kind.startswith("SDXL"))),
             encode_clock=clock,
             load_seconds=time.perf_counter() - start,
         )
@@ -278,7 +278,7 @@ def decode_latents(pipe, latents):
 
 def prompt_warnings(pipe, req: GenerationRequest) -> list[str]:
     """What of the prompt the model will not use: extra-network tags (LoRA is not applied yet), and
-    for pipelines without A1111-style chunking (SDXL) the tokens past the encoder's window."""
+    for pipelines without A1111-style chunking (an SDXL refiner) the tokens past the encoder's window."""
     from desktop.engine.prompt_syntax import strip_extra_networks
 
     warnings = []
