@@ -46,7 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, default=1, help="images per prompt (default 1)")
     _add_placement_args(gen)
     gen.add_argument("--out", type=Path, metavar="DIR", help="folder for the images (default: the gallery)")
+    gen.add_argument("--animation", type=Path, metavar="FILE",
+                     help="also write the denoising as an animated .webp or .gif: one frame per step, then the image")
     gen.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+
+    explain = sub.add_parser("explain", help="see how diffusion works, on your own images")
+    explain_sub = explain.add_subparsers(dest="explain_command", parser_class=_Parser, required=True)
+    forward = explain_sub.add_parser("forward", help="an image noised step by step with the model's schedule")
+    forward.add_argument("image", type=Path, help="any image file")
+    forward.add_argument("--t", default="0,250,500,750,999", help="timesteps, comma-separated (default 0,250,500,750,999)")
+    forward.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="where to write the labelled strip")
+    forward.add_argument("--model", help="whose VAE and schedule (default: the default model)")
+    forward.add_argument("--seed", type=int, default=0, help="seed of the fixed noise ε (default 0)")
+    forward.add_argument("--json", action="store_true")
+    _add_placement_args(forward)
 
     models = sub.add_parser("models", help="list the models the app can see; convert a pickle checkpoint")
     models.add_argument("--json", action="store_true")
@@ -191,6 +204,10 @@ def cmd_generate(args) -> int:
     if args.size:
         width, height = parse_size(args.size)
     prompts = _prompts(args)
+    if args.animation is not None:
+        from desktop.engine.explain import check_animation_path
+
+        check_animation_path(args.animation)  # before a model loads for nothing
     base = GenerationRequest(
         prompt=prompts[0], negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
         width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
@@ -201,7 +218,7 @@ def cmd_generate(args) -> int:
         reports, seed = [], base.seed
         for prompt in prompts:  # each prompt continues the seeds where the last one stopped
             request = service.accept(base.replace(prompt=prompt, seed=seed))
-            job = _generate_with_progress(service, request, args.out)
+            job = _generate_with_progress(service, request, args.out, args.animation)
             reports.append(_report(job))
             for warning in job.generation.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
@@ -214,22 +231,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _generate_with_progress(service, request, out_dir):
+def _generate_with_progress(service, request, out_dir, animation=None):
     from tqdm import tqdm
 
-    bar = None
+    bar, frames = None, []
 
-    def on_step(step: int, total: int, _preview) -> None:
+    def on_step(step: int, total: int, preview) -> None:
         nonlocal bar
         if bar is None:  # created at the first step, so loading errors print cleanly
             bar = tqdm(total=total, file=sys.stderr, unit="step", leave=False, dynamic_ncols=True)
         bar.update(step - bar.n)
+        if animation is not None and step <= total // request.count and preview is not None:
+            frames.append(preview)  # the first image's steps
 
     try:
-        return service.run(request, on_step=on_step, out_dir=out_dir)
+        job = service.run(request, on_step=on_step, out_dir=out_dir)
     finally:
         if bar is not None:
             bar.close()
+    if animation is not None:
+        from desktop.engine.explain import save_animation
+
+        save_animation(frames + [job.saved[0].image], animation)
+    return job
 
 
 def _report(job) -> dict:
@@ -243,6 +267,36 @@ def _report(job) -> dict:
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,
     }
+
+
+def cmd_explain(args) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from desktop.engine import explain
+    from desktop.engine.generation import Engine
+    from desktop.service import engine_options, model_registry
+
+    try:
+        with Image.open(args.image) as opened:
+            if opened.width * opened.height > 100_000_000:
+                raise LatentStudioError(f"{args.image} is {opened.width}x{opened.height}: too large to explore.")
+            image = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise LatentStudioError(f"Cannot read {args.image} as an image: {exc}.") from exc
+    settings = load_settings()
+    engine = Engine(model_registry(settings), engine_options(settings, _overrides(args)), default_model=settings.model)
+    loaded = engine.load(args.model)
+    steps = explain.parse_timesteps(args.t, len(loaded.pipe.scheduler.alphas_cumprod))
+    image = explain.model_input(image, max(loaded.defaults.width, loaded.defaults.height))
+    frames = explain.forward_frames(loaded.pipe, image, steps, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    explain.labelled_strip(frames).save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "model": loaded.info.name, "size": list(image.size),
+                          "frames": [{"t": f.t, "alpha_bar": f.alpha_bar} for f in frames]}, indent=2))
+    else:
+        print(args.out)
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -286,5 +340,5 @@ def cmd_package(args) -> int:
     return packaging.run(args)
 
 
-COMMANDS = {"package": cmd_package, "generate": cmd_generate, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+COMMANDS = {"package": cmd_package, "generate": cmd_generate, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
             "gallery": cmd_gallery}

@@ -256,22 +256,23 @@ def initial_latents(pipe, req: GenerationRequest, seed: int):
     return noise.to(pipe.device, pipe.unet.dtype)
 
 
-def decode_latents(pipe, latents):
-    """VAE-decode one latent to a PIL image; NaN or all-black output is an error, never an image."""
+def decode_latents(pipe, latents, check: bool = True):
+    """VAE-decode one latent to a PIL image; NaN or all-black output is an error, never an image
+    (`check=False` decodes whatever the latent is: the explorer shows pure noise on purpose)."""
     import torch
 
     vae = pipe.vae
     with torch.inference_mode():
-        if not torch.isfinite(latents).all():
+        if check and not torch.isfinite(latents).all():
             raise BadImageError(_bad_image_message("NaN"))
         latents = latents.to(vae.dtype) / vae.config.scaling_factor
         shift = getattr(vae.config, "shift_factor", None)
         if shift:
             latents = latents + shift
         pixels = vae.decode(latents, return_dict=False)[0]
-        if not torch.isfinite(pixels).all():
+        if check and not torch.isfinite(pixels).all():
             raise BadImageError(_bad_image_message("NaN"))
-        if float(pixels.float().max()) <= -1.0 + 2.0 / 255:
+        if check and float(pixels.float().max()) <= -1.0 + 2.0 / 255:
             raise BadImageError(_bad_image_message("black"))
         return pipe.image_processor.postprocess(pixels.float(), output_type="pil")[0]
 

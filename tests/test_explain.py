@@ -1,0 +1,89 @@
+"""How diffusion works, on real pipelines: the forward process and the denoising animation."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop.engine import explain
+from test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from desktop.engine.generation import Engine, EngineOptions
+
+    return Engine(options=EngineOptions(device="cpu", precision="fp32")).load()
+
+
+def test_the_forward_process_is_the_formula_and_equals_add_noise(shipped):
+    import torch
+    from diffusers import DDPMScheduler
+
+    scheduler = shipped.pipe.scheduler
+    ddpm = DDPMScheduler.from_config(scheduler.config)  # the forward process in its own (x_t) terms
+    x0, noise = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
+    for t in (0, 1, 250, 500, 999):
+        alpha_bar = scheduler.alphas_cumprod[t]
+        by_hand = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        ours = explain.noised(x0, noise, float(alpha_bar))
+        assert torch.allclose(ours, by_hand, atol=1e-6)
+        assert torch.allclose(ours, ddpm.add_noise(x0, noise, torch.tensor([t])), atol=1e-5)
+
+
+def test_frames_get_noisier_and_t0_is_the_vae_round_trip(shipped):
+    import torch
+
+    from desktop.demo.render import render
+    from desktop.engine.generation import decode_latents
+
+    image = render(seed=5).image  # the shipped model's own kind of picture
+    pipe = shipped.pipe
+    frames = explain.forward_frames(pipe, image, [0, 300, 999], seed=1)
+    assert [f.t for f in frames] == [0, 300, 999] and frames[0].alpha_bar > frames[1].alpha_bar > frames[2].alpha_bar
+    with torch.inference_mode():
+        latent = pipe.vae.encode(pipe.image_processor.preprocess(image)).latent_dist.mean
+        round_trip = decode_latents(pipe, latent * pipe.vae.config.scaling_factor)
+    original = np.asarray(image, dtype=float)
+    diffs = [np.abs(np.asarray(f.image, dtype=float) - original).mean() for f in frames]
+    assert np.abs(np.asarray(frames[0].image, dtype=float) - np.asarray(round_trip, dtype=float)).mean() < 3
+    assert diffs[0] < diffs[1] < diffs[2]
+
+
+def test_cli_writes_one_labelled_strip_in_order(tmp_path):
+    from desktop.demo.render import render
+
+    source = tmp_path / "in.png"
+    render(seed=9).image.save(source)
+    out = tmp_path / "strip.png"
+    proc = run_cli("explain", "forward", source, "--t", "0,250,500,750,999", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [f["t"] for f in report["frames"]] == [0, 250, 500, 750, 999]
+    width, height = report["size"]
+    strip = Image.open(out)
+    assert strip.size == (5 * width, height + explain.LABEL_HEIGHT)
+    bad = run_cli("explain", "forward", source, "--t", "0,5000", "--out", out)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "from 0 to 999" in bad.stderr
+    unreadable = tmp_path / "not an image.png"
+    unreadable.write_text("hello")
+    bad = run_cli("explain", "forward", unreadable, "--out", out)
+    assert bad.returncode == 2 and "Cannot read" in bad.stderr
+
+
+def test_an_animation_has_one_frame_per_step_plus_the_image(tiny_model, tmp_path):
+    animation = tmp_path / "steps.webp"
+    proc = run_cli("generate", "a red circle", "--model", tiny_model, "--size", "64x64", "--steps", "5", "--seed", "3",
+                   "--count", "2", "--out", tmp_path / "out", "--animation", animation, "--json")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(animation) as movie:
+        assert movie.n_frames == 5 + 1 and movie.size == (64, 64)
+    gif = run_cli("generate", "a red circle", "--model", tiny_model, "--size", "64x64", "--steps", "3",
+                  "--out", tmp_path / "out", "--animation", tmp_path / "steps.gif")
+    assert gif.returncode == 0, gif.stderr
+    with Image.open(tmp_path / "steps.gif") as movie:
+        assert movie.n_frames == 3 + 1
+    wrong = run_cli("generate", "x", "--model", tiny_model, "--size", "64x64", "--steps", "2",
+                    "--animation", tmp_path / "steps.mp3")
+    assert wrong.returncode == 2 and ".webp or .gif" in wrong.stderr
