@@ -1,4 +1,4 @@
-"""Text conditioning the way AUTOMATIC1111 builds it, for Stable Diffusion 1.x/2.x pipelines.
+"""Text conditioning the way AUTOMATIC1111 builds it, for Stable Diffusion 1.x/2.x and SDXL pipelines.
 
 A prompt is split into chunks of the text encoder's window (75 tokens for CLIP, fewer for the
 shipped model), backing off to the last comma within 20 tokens of a cut, and BREAK starts a new
@@ -168,15 +168,16 @@ def build(pipe, prompt: str, negative: str, steps: int) -> Conditioning:
 
     positive, negative_entries = schedule(prompt), schedule(negative)
     longest = max(e.hidden.shape[1] for _, e in positive + negative_entries)
-    empty = encode(pipe, "").hidden
-    window = empty.shape[1]
 
     def pad(embeds: Embeds) -> Embeds:
         import torch
 
-        missing = (longest - embeds.hidden.shape[1]) // window
-        if not missing:
+        if embeds.hidden.shape[1] == longest:
             return embeds
+        if "" not in cache:  # the empty prompt's chunk, encoded once (often already the negative)
+            cache[""] = encode(pipe, "")
+        empty = cache[""].hidden
+        missing = (longest - embeds.hidden.shape[1]) // empty.shape[1]
         return Embeds(torch.cat([embeds.hidden, empty.repeat(1, missing, 1)], dim=1), embeds.pooled)
 
     return Conditioning([(last, pad(e)) for last, e in positive], [(last, pad(e)) for last, e in negative_entries])
