@@ -18,15 +18,12 @@ import re
 import shlex
 
 from desktop.engine.request import GenerationRequest
-from desktop.gallery.metadata import A1111_KEY, ImageMetadata, as_float, as_int, from_a1111_text, scheduler_name
+from desktop.gallery.metadata import (A1111_KEY, COMFY_SAMPLERS, ImageMetadata, as_float, as_int, from_a1111_text,
+                                     scheduler_name)
 
 SAMPLER_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
 CHECKPOINT_INPUTS = ("ckpt_name", "unet_name", "model_name")
 
-# ComfyUI's sampler_name (also SwarmUI's and Fooocus's) -> this app's sampler; the scheduler
-# `karras` turns DPM++ 2M into DPM++ 2M Karras. Anything else has no equivalent here.
-COMFY_SAMPLERS = {"euler": "Euler", "euler_ancestral": "Euler a", "ddim": "DDIM", "dpmpp_2m": "DPM++ 2M",
-                  "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM", "heun": "Heun", "lms": "LMS"}
 PLAIN_SCHEDULES = ("normal", "simple", "", "default")
 
 
@@ -94,18 +91,12 @@ def _pair(value) -> tuple[int | None, int | None]:
 # --- NovelAI ------------------------------------------------------------------------------------
 
 
-NOVELAI_SAMPLERS = {"k_euler": "Euler", "k_euler_ancestral": "Euler a", "k_dpmpp_2m": "DPM++ 2M", "ddim": "DDIM",
-                    "ddim_v3": "DDIM", "k_lms": "LMS", "k_heun": "Heun"}
-
-
 def from_novelai(text: dict) -> ImageMetadata | None:
     if "Comment" not in text or ("NovelAI" not in text.get("Software", "") and "Description" not in text):
         return None
     data = json.loads(text["Comment"])
     sampler = str(data.get("sampler", ""))
-    name = NOVELAI_SAMPLERS.get(sampler)
-    if name == "DPM++ 2M" and data.get("noise_schedule") == "karras":
-        name = "DPM++ 2M Karras"
+    name = scheduler_name(sampler, str(data.get("noise_schedule", "")))
     notes = [] if name or not sampler else [f"NovelAI sampler {sampler!r} has no equivalent here"]
     return ImageMetadata(source="novelai", notes=tuple(notes), request=GenerationRequest(
         prompt=str(data.get("prompt", text.get("Description", ""))), negative_prompt=str(data.get("uc", "")),

@@ -179,16 +179,22 @@ def from_a1111_text(chunk: str, source: str = "a1111") -> ImageMetadata | None:
         scheduler=scheduler_name(settings.get("Sampler", ""), settings.get("Schedule type", ""))))
 
 
+# Other tools' sampler names for ours. ComfyUI's (also SwarmUI's and Fooocus's) come first; the
+# schedule `karras` turns DPM++ 2M into DPM++ 2M Karras (see scheduler_name).
+COMFY_SAMPLERS = {"euler": "Euler", "euler_ancestral": "Euler a", "ddim": "DDIM", "dpmpp_2m": "DPM++ 2M",
+                  "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM", "heun": "Heun", "lms": "LMS"}
+SAMPLER_ALIASES = {**COMFY_SAMPLERS, "plms": "PNDM", "euler a": "Euler a", "unipc": "UniPC",
+                   "dpmpp_2m_k": "DPM++ 2M Karras", "euler_a": "Euler a",  # InvokeAI
+                   "k_euler": "Euler", "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a",  # InvokeAI 2.x, NovelAI
+                   "k_lms": "LMS", "k_heun": "Heun", "k_dpmpp_2m": "DPM++ 2M", "ddim_v3": "DDIM"}
+
+
 def scheduler_name(sampler: str, schedule: str = "") -> str | None:
     """Another tool's sampler (and schedule type) as one of our menu names, or None."""
     from desktop.engine.schedulers import SCHEDULER_NAMES
 
-    aliases = {"plms": "PNDM", "dpm++ 2m sde": None, "euler_ancestral": "Euler a", "euler a": "Euler a",
-               "dpmpp_2m": "DPM++ 2M", "uni_pc": "UniPC", "unipc": "UniPC", "euler": "Euler", "ddim": "DDIM",
-               "lcm": "LCM", "heun": "Heun", "lms": "LMS", "dpmpp_2m_k": "DPM++ 2M Karras", "euler_a": "Euler a",
-               "k_euler": "Euler", "k_euler_a": "Euler a", "k_lms": "LMS", "k_heun": "Heun"}
     key = sampler.strip().lower()
-    name = next((n for n in SCHEDULER_NAMES if n.lower() == key), None) or aliases.get(key)
+    name = next((n for n in SCHEDULER_NAMES if n.lower() == key), None) or SAMPLER_ALIASES.get(key)
     if name == "DPM++ 2M" and schedule.strip().lower() == "karras":
         name = "DPM++ 2M Karras"
     return name
