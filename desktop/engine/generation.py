@@ -6,13 +6,16 @@ device and precision stay the same, and swaps it when they change. It is used fr
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from desktop.engine import attention, conditioning, schedulers
+from desktop.engine import attention, conditioning, inpainting, schedulers
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
@@ -55,6 +58,23 @@ class LoadedModel:
     previewer: LatentPreviewer
     encode_clock: list[float]  # seconds spent in text encoders, accumulated by hooks
     load_seconds: float
+    edit_pipes: dict = field(default_factory=dict)  # "image"/"inpaint" -> a pipeline sharing pipe's modules
+
+    def pipeline(self, task: str):
+        """The pipeline for a task ("text", "image" or "inpaint"), sharing this model's weights."""
+        if task == "text":
+            return self.pipe
+        if task not in self.edit_pipes:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForImage2Image if task == "image" else AutoPipelineForInpainting
+            dtype = self.pipe.unet.dtype  # explicit: from_pipe otherwise casts the shared modules to fp32
+            vae_dtype = self.pipe.vae.dtype
+            self.edit_pipes[task] = auto.from_pipe(self.pipe, torch_dtype=dtype)
+            self.pipe.vae.to(vae_dtype)  # from_pipe cast the shared VAE too (SDXL's stays fp32)
+        edit_pipe = self.edit_pipes[task]
+        edit_pipe.scheduler = self.pipe.scheduler
+        return edit_pipe
 
 
 @dataclass
@@ -137,21 +157,26 @@ class Engine:
 
     # --- generation -------------------------------------------------------------------------
 
-    def resolve(self, request: GenerationRequest, loaded: LoadedModel) -> GenerationRequest:
-        """Fill every value left open from the model's defaults; a random seed when none was given."""
+    def resolve(self, request: GenerationRequest, loaded: LoadedModel, inputs: dict | None = None) -> GenerationRequest:
+        """Fill every value left open from the model's defaults; a random seed when none was given.
+        An edit's size is its result's (see editing.py) and its strength is made explicit."""
         d = loaded.defaults
         scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
-        return request.with_seed().replace(
+        req = request.with_seed().replace(
             steps=request.steps if request.steps is not None else d.steps,
             guidance=float(request.guidance if request.guidance is not None else d.guidance),
-            width=request.width or d.width,
-            height=request.height or d.height,
             scheduler=scheduler,
             model=loaded.info.ref,
-        ).validated()
+        )
+        if req.edit is None:
+            return req.replace(width=req.width or d.width, height=req.height or d.height).validated()
+        width, height = self._edit_plan(req, loaded, inputs, req.seed).size
+        edit = dataclasses.replace(req.edit, strength=req.edit.resolved_strength())
+        return req.replace(width=width, height=height, edit=edit).validated()
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
-                 cancel: threading.Event | None = None) -> GenerationResult:
+                 cancel: threading.Event | None = None, inputs: dict | None = None) -> GenerationResult:
+        """`inputs`: an edit's images (PIL) by content hash, as the request's Edit names them."""
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         request = request.validated()  # before a model is loaded for nothing
@@ -160,7 +185,8 @@ class Engine:
         load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
         if cancel.is_set():  # cancelled while the model loaded
             raise GenerationCancelled()
-        req = self.resolve(request, loaded)
+        check_task(loaded, request)
+        req = self.resolve(request, loaded, inputs)
         pipe = loaded.pipe
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
         warnings = prompt_warnings(pipe, req)
@@ -173,10 +199,13 @@ class Engine:
         for index, seed in enumerate(req.seeds()):
             if cancel.is_set():
                 raise GenerationCancelled()
+            plan = self._edit_plan(req, loaded, inputs, seed) if req.edit is not None else None
             t0 = time.perf_counter()
-            latents = self._denoise(loaded, req, seed, index, on_step, cancel, step_seconds)
+            latents = self._denoise(loaded, req, seed, index, on_step, cancel, step_seconds, plan)
             t1 = time.perf_counter()
-            images.append(decode_latents(pipe, latents))
+            with vae_tiling(pipe, plan is not None and plan.tiled_vae):
+                image = decode_latents(pipe, latents)
+            images.append(plan.finish(image) if plan is not None else image)
             denoise += t1 - t0
             decode += time.perf_counter() - t1
         encode = loaded.encode_clock[0]
@@ -189,15 +218,40 @@ class Engine:
         }
         return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings)
 
+    @staticmethod
+    def _edit_plan(req: GenerationRequest, loaded: LoadedModel, inputs: dict | None, seed: int):
+        from desktop.engine import editing
+
+        edit = req.edit
+        missing = [digest[:12] for digest in edit.inputs() if not inputs or digest not in inputs]
+        if missing:
+            raise LatentStudioError(f"The edit's input images are missing ({', '.join(missing)}).")
+        native = (loaded.defaults.width, loaded.defaults.height)
+        planned = req if edit.kind in ("img2img", "inpaint") else req.replace(width=None, height=None)
+        return editing.plan(edit, inputs[edit.init_image], inputs.get(edit.mask), planned, native, seed)
+
     def _denoise(self, loaded: LoadedModel, req: GenerationRequest, seed: int, index: int,
-                 on_step: StepCallback | None, cancel: threading.Event, step_seconds: list[float]):
+                 on_step: StepCallback | None, cancel: threading.Event, step_seconds: list[float], plan=None):
         import torch
 
-        pipe = loaded.pipe
-        latents = initial_latents(pipe, req, seed)
-        generator = torch.Generator("cpu").manual_seed(seed)  # for stochastic samplers (Euler a)
+        generator = torch.Generator("cpu").manual_seed(seed)  # the noise: the same image on every device
+        blending = contextlib.nullcontext()
+        if plan is None:
+            pipe = loaded.pipe
+            task_inputs = {"latents": initial_latents(pipe, req, seed), "width": req.width, "height": req.height}
+            steps = req.steps
+        else:
+            dedicated = plan.mask is not None and loaded.pipe.unet.config.in_channels == 9
+            pipe = loaded.pipeline("inpaint" if dedicated else "image")
+            steps = denoising_steps(req.steps, req.edit.strength)
+            task_inputs = {"image": plan.image, "strength": min(1.0, (steps + 1e-6) / req.steps)}
+            if dedicated:
+                task_inputs.update(mask_image=plan.mask, width=plan.image.width, height=plan.image.height)
+            elif plan.mask is not None:
+                blending = inpainting.keep_unmasked(pipe.unet, *inpainting.latent_inputs(pipe, plan.image, plan.mask),
+                                                    pipe.scheduler)
         last = [time.perf_counter()]
-        text, schedule = self._text_inputs(pipe, req)
+        text, schedule = self._text_inputs(pipe, req.replace(steps=steps))
         extra_inputs = ["add_text_embeds"] if "pooled_prompt_embeds" in text else []
 
         def step_end(pipeline, step, timestep, kwargs):
@@ -214,18 +268,17 @@ class Engine:
             return kwargs
 
         try:
-            out = pipe(
-                **text,
-                num_inference_steps=req.steps,
-                guidance_scale=req.guidance,
-                width=req.width,
-                height=req.height,
-                latents=latents,
-                generator=generator,
-                output_type="latent",
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", *extra_inputs],
-            )
+            with vae_tiling(pipe, plan is not None and plan.tiled_vae), mean_encoding(pipe.vae), blending:
+                out = pipe(
+                    **text,
+                    **task_inputs,
+                    num_inference_steps=req.steps,
+                    guidance_scale=req.guidance,
+                    generator=generator,
+                    output_type="latent",
+                    callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", *extra_inputs],
+                )
         except GenerationCancelled:
             raise
         except torch.cuda.OutOfMemoryError as exc:
@@ -244,6 +297,60 @@ class Engine:
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
         built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
         return built.first(), built if built.scheduled else None
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Image to image runs the last round(steps x strength) steps of the schedule, never fewer than one."""
+    return max(1, min(steps, round(steps * strength)))
+
+
+def check_task(loaded: LoadedModel, request: GenerationRequest) -> None:
+    """A dedicated inpainting model (9 input channels) only repaints masked images."""
+    if loaded.pipe.unet.config.in_channels == 9 and request.kind not in ("inpaint", "outpaint"):
+        raise LatentStudioError(
+            f"{loaded.info.name} is an inpainting model: it repaints a masked part of an image and cannot "
+            f"{'make an image from text' if request.edit is None else 'run ' + request.kind}. Give it an init "
+            "image and a mask (or outpaint), or choose another model.")
+
+
+@contextmanager
+def vae_tiling(pipe, on: bool):
+    """Encode and decode in tiles while a large image is worked on (memory grows with tile, not image)."""
+    if not on:
+        yield
+        return
+    pipe.vae.enable_tiling()
+    try:
+        yield
+    finally:
+        pipe.vae.disable_tiling()
+
+
+@contextmanager
+def mean_encoding(vae):
+    """Encode images to the mean of the VAE's posterior. diffusers draws a sample, adding noise of the
+    posterior's spread: negligible with Stable Diffusion's VAE, but the shipped model's VAE has a
+    spread of 1 (it was trained without a KL term), so a sample is noise and edits lose the image."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    encode = vae.encode
+
+    def mean_encode(x, return_dict=True):
+        dist = encode(x).latent_dist
+        fixed = DiagonalGaussianDistribution(dist.parameters, deterministic=True)
+        return _encoder_output(fixed, return_dict)
+
+    vae.encode = mean_encode
+    try:
+        yield
+    finally:
+        del vae.encode
+
+
+def _encoder_output(dist, return_dict: bool):
+    from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
 
 
 def initial_latents(pipe, req: GenerationRequest, seed: int):

@@ -21,7 +21,52 @@ MAX_COUNT = 100
 SEED_LIMIT = 2**64  # ComfyUI and Fooocus write 64-bit seeds; torch generators take them
 NEW_SEED_LIMIT = 2**32  # seeds this app draws stay 32-bit, so A1111-style tools can remake them
 
-__all__ = ["GenerationRequest", "IMAGE_FIELDS", "InvalidRequest", "parse_size", "validate"]
+MAX_MASK_BLUR = 64
+MAX_MASK_PADDING = 512
+MAX_UPSCALE = 4.0
+DEFAULT_STRENGTH = {"img2img": 0.75, "inpaint": 1.0, "outpaint": 1.0, "upscale": 0.35}
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+__all__ = ["Edit", "GenerationRequest", "IMAGE_FIELDS", "InvalidRequest", "parse_size", "validate"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """What an edit starts from and how: the images by content hash (the gallery keeps them in its
+    inputs, so the record restores the edit exactly), the strength and the mask's treatment."""
+
+    init_image: str  # sha256 of the init image's pixels (gallery/inputs.py)
+    strength: float | None = None  # None: DEFAULT_STRENGTH of the kind
+    mask: str | None = None  # sha256 of the mask (white = repaint)
+    mask_blur: int = 4  # pixels; the soft band where new and old pixels mix
+    only_masked: bool = False  # work on a crop around the mask at the model's size, paste back
+    mask_padding: int = 32  # pixels of context around the mask's box, with only_masked
+    outpaint: tuple[int, int, int, int] | None = None  # pixels added left, top, right, bottom
+    upscale: float | None = None  # resize by this factor, then image-to-image ("hires fix")
+
+    @property
+    def kind(self) -> str:
+        if self.upscale is not None:
+            return "upscale"
+        if self.outpaint is not None:
+            return "outpaint"
+        return "inpaint" if self.mask is not None else "img2img"
+
+    def resolved_strength(self) -> float:
+        return float(self.strength if self.strength is not None else DEFAULT_STRENGTH[self.kind])
+
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(h for h in (self.init_image, self.mask) if h)
+
+    @classmethod
+    def from_dict(cls, data) -> "Edit | None":
+        if not isinstance(data, dict):
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("outpaint"), list):
+            values["outpaint"] = tuple(values["outpaint"])
+        return cls(**values) if "init_image" in values else None
 
 
 @dataclass(frozen=True)
@@ -38,6 +83,11 @@ class GenerationRequest:
     scheduler: str | None = None
     count: int = 1
     model: str | None = None  # a model reference (name or path); in a record, the model's name
+    edit: Edit | None = None  # None: text to image
+
+    @property
+    def kind(self) -> str:
+        return self.edit.kind if self.edit is not None else "txt2img"
 
     def validated(self) -> "GenerationRequest":
         """This request with its sampler name made canonical; InvalidRequest says what is wrong."""
@@ -69,7 +119,10 @@ class GenerationRequest:
     @classmethod
     def from_dict(cls, data: dict) -> "GenerationRequest":
         """Unknown keys are ignored (a newer version may have written them); values are not checked."""
-        return cls(**{k: v for k, v in data.items() if k in FIELDS})
+        values = {k: v for k, v in data.items() if k in FIELDS}
+        if "edit" in values:
+            values["edit"] = Edit.from_dict(values["edit"])
+        return cls(**values)
 
     def keep_valid(self) -> tuple["GenerationRequest", list[str]]:
         """A valid request from every field that passes validation, and the names of those that did not
@@ -125,6 +178,43 @@ def validate(req: GenerationRequest) -> None:
         schedulers.canonical_name(req.scheduler)
     if req.model is not None and not isinstance(req.model, str):
         raise InvalidRequest(f"Model must be a name or a path (got {req.model!r}).")
+    if req.edit is not None:
+        validate_edit(req.edit)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_edit(edit: Edit) -> None:
+    for name in ("init_image", "mask"):
+        value = getattr(edit, name)
+        if value is not None and not (isinstance(value, str) and _HASH.match(value)):
+            raise InvalidRequest(f"The edit's {name.replace('_', ' ')} must be a content hash (got {value!r}).")
+    if edit.strength is not None and (not _is_number(edit.strength) or not 0 < edit.strength <= 1):
+        raise InvalidRequest(f"Strength must be a number above 0 and at most 1 (got {edit.strength}).")
+    if not _is_int(edit.mask_blur) or not 0 <= edit.mask_blur <= MAX_MASK_BLUR:
+        raise InvalidRequest(f"Mask blur must be a whole number of pixels from 0 to {MAX_MASK_BLUR} (got {edit.mask_blur}).")
+    if not _is_int(edit.mask_padding) or not 0 <= edit.mask_padding <= MAX_MASK_PADDING:
+        raise InvalidRequest(f"Mask padding must be a whole number of pixels from 0 to {MAX_MASK_PADDING} "
+                             f"(got {edit.mask_padding}).")
+    if not isinstance(edit.only_masked, bool):
+        raise InvalidRequest(f"Only masked must be true or false (got {edit.only_masked!r}).")
+    if edit.outpaint is not None:
+        sides = edit.outpaint
+        if (not isinstance(sides, tuple) or len(sides) != 4 or not all(_is_int(v) and v >= 0 for v in sides)
+                or not any(sides)):
+            raise InvalidRequest(f"Outpaint takes four whole numbers of pixels, LEFT,TOP,RIGHT,BOTTOM, at least "
+                                 f"one above 0 (got {sides!r}).")
+        if any(v % 8 for v in sides):
+            raise InvalidRequest(f"Outpaint sides must be multiples of 8 pixels (got {','.join(map(str, sides))}).")
+        if edit.mask is not None:
+            raise InvalidRequest("Outpainting makes its own mask (the new area): leave the mask out.")
+    if edit.upscale is not None:
+        if not _is_number(edit.upscale) or not 1 < edit.upscale <= MAX_UPSCALE:
+            raise InvalidRequest(f"The upscale factor must be above 1 and at most {MAX_UPSCALE:g} (got {edit.upscale}).")
+        if edit.mask is not None or edit.outpaint is not None:
+            raise InvalidRequest("Upscaling works on the whole image: leave out the mask and outpaint.")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")

@@ -7,13 +7,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from desktop.engine.request import IMAGE_FIELDS, GenerationRequest
+from desktop.engine.request import IMAGE_FIELDS, Edit, GenerationRequest
 from desktop.gallery.metadata import ImageMetadata
 
 # The index's image columns: the settings come from the request type itself, so a new setting needs
 # that field, one migration adding its column, and the control that edits it.
 INDEX_FIELDS = IMAGE_FIELDS
 IMAGE_COLUMNS = ("id", "path", "created", *INDEX_FIELDS, "source", "favourite", "tags", "missing")
+
+
+def to_columns(request: GenerationRequest) -> dict:
+    """A request's settings as index column values (SQLite has no 2^64 integers or nested values)."""
+    values = {name: getattr(request, name) for name in INDEX_FIELDS}
+    values.update(model=values["model"] or "", seed=seed_to_column(values["seed"]),
+                  edit=json.dumps(request.to_dict()["edit"]) if request.edit is not None else None)
+    return values
+
+
+def from_columns(values: dict) -> GenerationRequest:
+    settings = {name: values[name] for name in INDEX_FIELDS}
+    settings["model"] = settings["model"] or None  # stored as '' when unknown
+    settings["seed"] = seed_from_column(settings["seed"])
+    settings["edit"] = Edit.from_dict(json.loads(settings["edit"])) if settings["edit"] else None
+    return GenerationRequest(**settings)
 
 
 def seed_to_column(seed):
@@ -41,11 +57,8 @@ class ImageRecord:
     @classmethod
     def from_row(cls, row, root: Path) -> "ImageRecord":
         values = dict(zip(IMAGE_COLUMNS, row))
-        settings = {name: values.pop(name) for name in INDEX_FIELDS}
-        settings["model"] = settings["model"] or None  # stored as '' when unknown
-        settings["seed"] = seed_from_column(settings["seed"])
         return cls(id=values["id"], path=root / values["path"], created=values["created"],
-                   request=GenerationRequest(**settings), source=values["source"],
+                   request=from_columns(values), source=values["source"],
                    favourite=bool(values["favourite"]), tags=tuple(values["tags"].split()),
                    missing=bool(values["missing"]))
 
@@ -53,7 +66,8 @@ class ImageRecord:
         return ImageMetadata(source=self.source, created=self.created, request=self.request)
 
     def to_json(self) -> dict:
-        data = {name: getattr(self.request, name) for name in INDEX_FIELDS}
+        data = self.request.to_dict()
+        data.pop("count")
         data.update(id=self.id, path=str(self.path), source=self.source, favourite=self.favourite,
                     tags=list(self.tags), missing=self.missing,
                     created=datetime.fromtimestamp(self.created).astimezone().isoformat(timespec="seconds"))

@@ -90,7 +90,8 @@ def rebuild(gallery) -> ScanReport:
 def restore_history(gallery) -> None:
     """Prompt history back from the images: one entry per prompt, used as often as it has images."""
     # The settings of the newest image per prompt (SQLite takes the bare columns from the max() row).
-    settings = ", ".join(f"'{name}', {name}" for name in INDEX_FIELDS if name != "model")
+    settings = ", ".join(f"'{name}', {'json(edit)' if name == 'edit' else name}" for name in INDEX_FIELDS
+                         if name != "model")
     with gallery.transaction() as conn:
         conn.execute(f"""
             INSERT OR IGNORE INTO prompts (prompt, negative_prompt, settings, use_count, last_used)

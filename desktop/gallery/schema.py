@@ -103,6 +103,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs_v3 RENAME TO jobs;
     CREATE INDEX jobs_by_owner ON jobs (owner, state, position);
     """,
+    # 4: edits. `edit` is the request's Edit as JSON (NULL for text to image), naming its inputs by
+    #    content hash; `pixels` is the hash of an image's own pixels where known, so lineage (what an
+    #    image was made from, and what was made from it) is two lookups.
+    """
+    ALTER TABLE images ADD COLUMN edit TEXT;
+    ALTER TABLE images ADD COLUMN pixels TEXT;
+    CREATE INDEX images_by_pixels ON images (pixels) WHERE pixels IS NOT NULL;
+    CREATE INDEX images_by_init ON images (json_extract(edit, '$.init_image')) WHERE edit IS NOT NULL;
+    """,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -15,17 +15,33 @@ import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from desktop.errors import LatentStudioError
 from desktop.gallery import schema
 from desktop.gallery.annotations import Annotations
+from desktop.gallery.inputs import InputStore, normalised, pixel_hash
 from desktop.gallery.files import dated_folder, save_png_atomic, why, write_image
 from desktop.gallery.metadata import ImageMetadata
-from desktop.gallery.records import IMAGE_COLUMNS, INDEX_FIELDS, ImageFilter, ImageRecord, PromptEntry, seed_to_column
+from desktop.gallery.records import IMAGE_COLUMNS, ImageFilter, ImageRecord, PromptEntry, to_columns
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LineageInput:
+    role: str  # "init image" or "mask"
+    digest: str
+    path: Path  # the kept copy in the gallery's inputs
+    record: ImageRecord | None  # the gallery image with these pixels, when there is one
+
+
+@dataclass(frozen=True)
+class Lineage:
+    made_from: tuple[LineageInput, ...]
+    made_into: tuple[ImageRecord, ...]
 
 DB_NAME = "gallery.db"
 
@@ -152,8 +168,9 @@ class Gallery:
         made = request.replace(model=model.get("name") or None, width=image.width, height=image.height)
         meta = ImageMetadata(source="latent_studio", created=now, request=made)
         try:
-            with self.transaction():
+            with self.transaction() as conn:
                 image_id = self.index_file(path, meta, created=now)
+                conn.execute("UPDATE images SET pixels = ? WHERE id = ?", (pixel_hash(image), image_id))
         except LatentStudioError as exc:
             raise LatentStudioError(f"The image was saved as {path}, but the gallery could not list it: {exc} "
                                     "It will be listed the next time the gallery opens.") from exc
@@ -164,8 +181,8 @@ class Gallery:
         rel = self.relative(path)
         stat = stat or path.stat()
         note = self.annotations
-        values = {name: getattr(meta.request, name) for name in INDEX_FIELDS}
-        values.update(model=values["model"] or "", seed=seed_to_column(values["seed"]), source=meta.source, path=rel, created=created,
+        values = to_columns(meta.request)
+        values.update(source=meta.source, path=rel, created=created,
                       favourite=int(rel in note.favourites), tags=" ".join(note.tags.get(rel, [])), missing=0,
                       file_size=stat.st_size, file_mtime_ns=stat.st_mtime_ns)
         columns = ", ".join(values)
@@ -174,6 +191,66 @@ class Gallery:
             f"INSERT INTO images ({columns}) VALUES ({', '.join('?' * len(values))}) "
             f"ON CONFLICT (path) DO UPDATE SET {updates} RETURNING id", list(values.values())).fetchone()
         return row[0]
+
+    # --- edits: their inputs and lineage -----------------------------------------------------
+
+    @property
+    def inputs(self) -> InputStore:
+        return InputStore(self.root)
+
+    def store_input(self, image, mask: bool = False, source: Path | None = None) -> str:
+        """Keep an edit's init image or mask; returns its content hash. When it came from a gallery
+        image (`source`), that image learns its hash, so lineage can find it."""
+        image = normalised(image, mask)
+        digest = self.inputs.put(image)
+        if source is not None and not mask:
+            try:
+                rel = self.relative(source)
+            except LatentStudioError:
+                return digest  # a file from outside the gallery
+            with self.transaction() as conn:
+                conn.execute("UPDATE images SET pixels = ? WHERE path = ?", (digest, rel))
+        return digest
+
+    def lineage(self, record: ImageRecord) -> Lineage:
+        """What an image was made from (its inputs, and the gallery images they are) and what was
+        made from it."""
+        edit = record.request.edit
+        parents = []
+        if edit is not None:
+            for role, digest in (("init image", edit.init_image), ("mask", edit.mask)):
+                if digest:
+                    parents.append(LineageInput(role, digest, self.inputs.path(digest), self._with_pixels(digest)))
+        children = []
+        digest = self._pixels_of(record)
+        if digest:
+            rows = self.conn.execute(
+                f"SELECT {', '.join(IMAGE_COLUMNS)} FROM images WHERE edit IS NOT NULL AND "
+                "json_extract(edit, '$.init_image') = ? ORDER BY created DESC, id DESC", (digest,)).fetchall()
+            children = [ImageRecord.from_row(row, self.root) for row in rows]
+        return Lineage(tuple(parents), tuple(children))
+
+    def _with_pixels(self, digest: str) -> ImageRecord | None:
+        row = self.conn.execute(f"SELECT {', '.join(IMAGE_COLUMNS)} FROM images WHERE pixels = ? "
+                                "ORDER BY created LIMIT 1", (digest,)).fetchone()
+        return ImageRecord.from_row(row, self.root) if row else None
+
+    def _pixels_of(self, record: ImageRecord) -> str | None:
+        row = self.conn.execute("SELECT pixels FROM images WHERE id = ?", (record.id,)).fetchone()
+        if row and row[0]:
+            return row[0]
+        if not self.conn.execute("SELECT 1 FROM images WHERE edit IS NOT NULL LIMIT 1").fetchone():
+            return None  # nothing in this gallery was made from another image: no need to read the file
+        from PIL import Image
+
+        try:
+            with Image.open(record.path) as opened:
+                digest = pixel_hash(normalised(opened))
+        except OSError:
+            return None
+        with self.transaction() as conn:
+            conn.execute("UPDATE images SET pixels = ? WHERE id = ?", (digest, record.id))
+        return digest
 
     def relative(self, path: Path) -> str:
         try:
