@@ -49,6 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--animation", type=Path, metavar="FILE",
                      help="also write the denoising as an animated .webp or .gif: one frame per step, then the image")
     gen.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    edit = gen.add_argument_group("editing an image (see README: Editing images)")
+    edit.add_argument("--init-image", type=Path, metavar="PATH", help="start from this image (image to image)")
+    edit.add_argument("--strength", type=float, metavar="S",
+                      help="how much to change it, above 0 to 1 (default 0.75; 1.0 with a mask or outpaint)")
+    edit.add_argument("--mask", type=Path, metavar="PATH", help="repaint where this mask is white (inpainting)")
+    edit.add_argument("--mask-blur", type=int, default=4, metavar="PX", help="soft edge of the mask in pixels (default 4)")
+    edit.add_argument("--only-masked", action="store_true",
+                      help="work on the masked area at the model's size, then paste it back (detail for small areas)")
+    edit.add_argument("--mask-padding", type=int, default=32, metavar="PX",
+                      help="context around the mask with --only-masked (default 32)")
+    edit.add_argument("--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM", help="extend the canvas by these pixels (multiples of 8)")
+
+    upscale = sub.add_parser("upscale", help="enlarge an image and redraw its detail (hires fix)")
+    upscale.add_argument("image", type=Path, help="the image to enlarge")
+    upscale.add_argument("--scale", type=float, required=True, metavar="F", help="factor, above 1 up to 4")
+    upscale.add_argument("--strength", type=float, metavar="S", help="how much to redraw (default 0.35)")
+    upscale.add_argument("--prompt", help="default: the prompt in the image's metadata")
+    upscale.add_argument("--negative", help="default: the negative prompt in the image's metadata")
+    upscale.add_argument("--steps", type=int, help="default: the image's, else the model's")
+    upscale.add_argument("--seed", type=int, help="default: the image's seed")
+    upscale.add_argument("--model", help="default: the image's model when installed, else the default model")
+    _add_placement_args(upscale)
+    upscale.add_argument("--out", type=Path, metavar="DIR", help="folder for the image (default: the gallery)")
+    upscale.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     explain = sub.add_parser("explain", help="see how diffusion works, on your own images")
     explain_sub = explain.add_subparsers(dest="explain_command", parser_class=_Parser, required=True)
@@ -213,7 +237,10 @@ def cmd_generate(args) -> int:
         width=width, height=height, seed=args.seed, scheduler=args.scheduler, count=args.count,
         model=args.model,
     ).validated().with_seed()  # every flag checked before the model loads
+    edit = _edit_settings(args)
     with open_gallery(settings) as gallery:  # opened before the model loads: problems show at once
+        if edit is not None:
+            base = base.replace(edit=_keep_edit(gallery, args, edit)).validated()
         service = GenerationService(settings, gallery, _overrides(args))
         reports, seed = [], base.seed
         for prompt in prompts:  # each prompt continues the seeds where the last one stopped
@@ -229,6 +256,89 @@ def cmd_generate(args) -> int:
     if args.json:
         print(json.dumps(reports if args.from_file else reports[0], indent=2, ensure_ascii=False))
     return 0
+
+
+def _edit_settings(args) -> dict | None:
+    """The edit flags as Edit settings; a mask or outpaint without an init image is an error."""
+    from desktop.errors import InvalidRequest
+
+    if args.init_image is None:
+        given = [flag for flag, value in (("--mask", args.mask), ("--outpaint", args.outpaint),
+                                          ("--strength", args.strength), ("--only-masked", args.only_masked))
+                 if value]
+        if given:
+            raise InvalidRequest(f"{given[0]} needs an image to work on: add --init-image PATH.")
+        return None
+    if args.only_masked and args.mask is None:
+        raise InvalidRequest("--only-masked needs a --mask.")
+    settings = {"strength": args.strength, "mask_blur": args.mask_blur, "only_masked": args.only_masked,
+                "mask_padding": args.mask_padding}
+    if args.outpaint is not None:
+        settings["outpaint"] = _outpaint_sides(args.outpaint)
+    return settings
+
+
+def _outpaint_sides(text: str) -> tuple[int, int, int, int]:
+    from desktop.errors import InvalidRequest
+
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise InvalidRequest(f"--outpaint takes LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. 0,0,128,0 (got {text!r}).")
+    return tuple(int(p) for p in parts)
+
+
+def _keep_edit(gallery, args, settings: dict):
+    """Read the init image and mask (checked before any model loads), keep them in the gallery."""
+    from desktop.engine.editing import open_image
+    from desktop.service import keep_edit_images
+
+    init = open_image(args.init_image)
+    mask = open_image(args.mask, "mask") if args.mask is not None else None
+    return keep_edit_images(gallery, init, mask, source=args.init_image, **settings)
+
+
+def cmd_upscale(args) -> int:
+    from desktop.engine.editing import open_image
+    from desktop.engine.request import GenerationRequest
+    from desktop.gallery.metadata import read_image_metadata
+    from desktop.gallery.store import open_gallery
+    from desktop.service import GenerationService, keep_edit_images
+
+    image = open_image(args.image, "image")
+    try:
+        recorded = read_image_metadata(args.image)[1].request.keep_valid()[0]
+    except (OSError, ValueError, SyntaxError):
+        recorded = GenerationRequest()  # not a PNG, or no metadata: the flags and the model's defaults
+    settings = load_settings()
+    request = GenerationRequest(
+        prompt=args.prompt if args.prompt is not None else recorded.prompt,
+        negative_prompt=args.negative if args.negative is not None else recorded.negative_prompt,
+        steps=args.steps if args.steps is not None else recorded.steps, guidance=recorded.guidance,
+        seed=args.seed if args.seed is not None else recorded.seed, scheduler=recorded.scheduler,
+        model=args.model or _installed(recorded.model, settings)).validated().with_seed()
+    with open_gallery(settings) as gallery:
+        edit = keep_edit_images(gallery, image, source=args.image, upscale=args.scale, strength=args.strength)
+        service = GenerationService(settings, gallery, _overrides(args))
+        job = _generate_with_progress(service, service.accept(request.replace(edit=edit)), args.out)
+    for warning in job.generation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(_report(job), indent=2, ensure_ascii=False) if args.json else job.saved[0].path)
+    return 0
+
+
+def _installed(model: str | None, settings) -> str | None:
+    """The recorded model when this machine has it; else None (the default model), said on stderr."""
+    if not model:
+        return None
+    from desktop.service import model_registry
+
+    try:
+        model_registry(settings).resolve(model)
+        return model
+    except LatentStudioError:
+        print(f"warning: the image was made with {model}, which is not installed; using the default model.",
+              file=sys.stderr)
+        return None
 
 
 def _generate_with_progress(service, request, out_dir, animation=None):
@@ -259,6 +369,7 @@ def _generate_with_progress(service, request, out_dir, animation=None):
 def _report(job) -> dict:
     result = job.generation
     return {
+        "kind": result.request.kind,
         "images": [{"path": str(saved.path), "seed": saved.request.seed} for saved in job.saved],
         "request": result.request.to_dict(),
         "model": result.model.as_dict(),
@@ -340,5 +451,5 @@ def cmd_package(args) -> int:
     return packaging.run(args)
 
 
-COMMANDS = {"package": cmd_package, "generate": cmd_generate, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+COMMANDS = {"package": cmd_package, "generate": cmd_generate, "upscale": cmd_upscale, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
             "gallery": cmd_gallery}

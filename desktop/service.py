@@ -7,6 +7,7 @@ the worker wraps this in its thread, the CLI calls it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desktop.engine.models import ModelRegistry
-from desktop.engine.request import GenerationRequest
+from desktop.engine.request import Edit, GenerationRequest
 from desktop.gallery.files import write_image
 from desktop.gallery.records import ImageRecord
 from desktop.settings import Settings
@@ -57,6 +58,30 @@ def accept(request: GenerationRequest, gallery) -> GenerationRequest:
     return request
 
 
+def edit_inputs(gallery, request: GenerationRequest) -> dict | None:
+    """An edit's init image and mask, read back from the gallery's inputs by content hash."""
+    if request.edit is None:
+        return None
+    return {digest: gallery.inputs.get(digest) for digest in request.edit.inputs()}
+
+
+def keep_edit_images(gallery, init, mask=None, source: Path | None = None, **settings) -> Edit:
+    """An Edit of these pictures (PIL), its settings checked first, the pictures then kept in the
+    gallery; `source` is the file the init image came from (lineage links a gallery image)."""
+    from desktop.engine.editing import check_mask
+    from desktop.engine.request import validate_edit
+    from desktop.gallery.inputs import normalised
+
+    placeholder = "0" * 64
+    edit = Edit(placeholder, mask=placeholder if mask is not None else None, **settings)
+    validate_edit(edit)
+    if mask is not None:
+        check_mask(normalised(mask, mask=True), edit.kind)
+    digest = gallery.store_input(init, source=source)
+    mask_digest = gallery.store_input(mask, mask=True) if mask is not None else None
+    return dataclasses.replace(edit, init_image=digest, mask=mask_digest)
+
+
 def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> "EngineOptions":
     from desktop.engine.generation import EngineOptions
 
@@ -96,7 +121,8 @@ class GenerationService:
     def run(self, request: GenerationRequest, on_step: "StepCallback | None" = None,
             cancel: threading.Event | None = None, out_dir: Path | None = None) -> JobResult:
         """Generate an accepted request and save every image (into the gallery, or `out_dir`)."""
-        result = self.engine.generate(request, on_step=on_step, cancel=cancel)
+        inputs = edit_inputs(self.gallery, request)
+        result = self.engine.generate(request, on_step=on_step, cancel=cancel, inputs=inputs)
         model = result.model.as_dict()
         saved = [self._save(image, result.request.for_image(seed), model, out_dir)
                  for image, seed in zip(result.images, result.seeds)]

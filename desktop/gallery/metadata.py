@@ -35,6 +35,7 @@ def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
         ("Seed", str(req.seed)),
         ("Size", f"{req.width}x{req.height}"),
         ("Model", model_name),
+        *edit_fields(req),
     ]
     lines = [req.prompt]
     # A line of the prompt that starts like the negative line would be read as one, unless a real
@@ -43,6 +44,23 @@ def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
         lines.append(f"{NEGATIVE} {req.negative_prompt}")
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def edit_fields(req: GenerationRequest) -> list[tuple[str, str]]:
+    """An edit's settings under A1111's own names (img2img, inpainting and hires fix)."""
+    edit = req.edit
+    if edit is None:
+        return []
+    fields = [("Denoising strength", f"{edit.resolved_strength():g}")]
+    if edit.kind in ("inpaint", "outpaint"):
+        fields.append(("Mask blur", str(edit.mask_blur)))
+    if edit.only_masked:
+        fields += [("Inpaint area", "Only masked"), ("Masked area padding", str(edit.mask_padding))]
+    if edit.outpaint is not None:
+        fields.append(("Outpaint", ",".join(map(str, edit.outpaint))))  # ours: A1111's scripts write none
+    if edit.upscale is not None:
+        fields += [("Hires upscale", f"{edit.upscale:g}"), ("Hires upscaler", "Lanczos")]
+    return fields
 
 
 def app_record(req: GenerationRequest, model: dict, created: float | None = None) -> str:
