@@ -1,6 +1,7 @@
 """The window with real widgets (offscreen), the real worker thread and a tiny real pipeline."""
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -264,3 +265,55 @@ def test_dropping_a_fooocus_png_fills_every_field_and_notes_what_did_not_map(qtb
     assert panel.seed.text() == str(BIG_SEED) and panel.to_request().validated().seed == BIG_SEED
     assert window.banner.isVisible() and "dpmpp_2m_sde" in window.banner.text()
     assert "Fooocus Sharp" in window.banner.text() and "{" not in panel.prompt.toPlainText()
+
+
+def test_edit_an_image_paint_a_mask_run_it_and_see_its_lineage(qtbot, window, tmp_path):
+    """Drop an init image on the edit panel, paint a mask on the canvas, run, see the result and its
+    lineage; then reuse restores the edit, and Upscale ×2 queues an upscale of the result."""
+    from desktop.ui.detail_view import DetailDialog
+
+    run_job(qtbot, window)  # a first picture, in the gallery: the edit's parent
+    parent = window.browser.model.record_at(0)
+    panel = window.edit_panel
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(parent.path))])
+    drop = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    panel.dropEvent(drop)  # read off the GUI thread
+    qtbot.waitUntil(lambda: panel.init is not None, timeout=10_000)
+    assert window.stage.currentWidget() is panel.canvas and panel.kind() == "img2img"
+    canvas = panel.canvas
+    canvas.resize(400, 400)
+    target = canvas.image_rect()  # a real mouse stroke across the middle of the image
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=target.center().toPoint())
+    qtbot.mouseMove(canvas, (target.center() + QPointF(40, 10)).toPoint())
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=(target.center() + QPointF(40, 10)).toPoint())
+    assert panel.kind() == "inpaint" and panel.strength.value() == 100  # a mask: strength 1 by default
+    before = panel.noised.pixmap().toImage()
+    panel.strength.setValue(60)
+    assert panel.noised.pixmap().toImage() != before  # the preview follows the strength
+
+    job_id, outcome, saved = run_job(qtbot, window)
+    assert outcome == "finished" and window.stage.currentWidget() is window.preview
+    child = window.gallery.find(Path(saved[0]))
+    assert child.request.kind == "inpaint" and child.request.edit.strength == 0.6
+    lineage = window.gallery.lineage(child)
+    assert lineage.made_from[0].record.id == parent.id and lineage.made_from[1].role == "mask"
+    dialog = DetailDialog(child, window.actions, window)
+    qtbot.addWidget(dialog)
+    text = " ".join(w.text() for w in dialog.findChildren(type(window.banner)))
+    assert "Inpainted" in text and parent.path.name in text
+    parent_view = DetailDialog(parent, window.actions, window)
+    qtbot.addWidget(parent_view)
+    assert child.path.name in " ".join(w.text() for w in parent_view.findChildren(type(window.banner)))
+
+    panel.clear()
+    assert panel.kind() is None
+    with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
+        window.actions.reuse_settings(child)  # restores the edit: its init image and mask come back
+    assert panel.kind() == "inpaint" and panel.strength.value() == 60
+
+    with qtbot.waitSignal(window.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        window.actions.upscale.emit(child)
+    upscaled = window.gallery.find(Path(blocker.args[2][0]))
+    assert upscaled.request.kind == "upscale" and (upscaled.request.width, upscaled.request.height) == (128, 128)

@@ -26,6 +26,34 @@ LARGE_AREA_FACTOR = 4  # an init image over 4x the model's native area is scaled
 OUTPAINT_OVERLAP = 8  # pixels of the original the model repaints for context (restored afterwards)
 
 
+def denoising_steps(steps: int, strength: float) -> int:
+    """Image to image runs the last round(steps x strength) steps of the schedule, never fewer than one."""
+    return max(1, min(steps, round(steps * strength)))
+
+
+def start_noise(steps: int, strength: float) -> tuple[int, float]:
+    """(timestep, alpha-bar) an edit starts from, with Stable Diffusion's schedule (scaled linear betas,
+    leading spacing): what the strength slider's preview shows without loading a model."""
+    import numpy as np
+
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
+    alpha_bar = np.cumprod(1 - betas)
+    timesteps = [k * (1000 // steps) + 1 for k in reversed(range(steps))]
+    t = timesteps[steps - denoising_steps(steps, strength)]
+    return t, float(alpha_bar[t])
+
+
+def noised_preview(image, alpha_bar: float, seed: int = 0):
+    """The picture as the model will start from it: sqrt(a) x image + sqrt(1 - a) x noise, in pixels."""
+    import numpy as np
+    from PIL import Image
+
+    x = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1
+    noise = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    mixed = alpha_bar**0.5 * x + (1 - alpha_bar) ** 0.5 * noise
+    return Image.fromarray(((np.clip(mixed, -1, 1) + 1) * 127.5).astype(np.uint8))
+
+
 def open_image(path: Path, what: str = "init image"):
     """Load an image file as a PIL image, checked before its pixels are decoded."""
     from PIL import Image, UnidentifiedImageError

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from desktop.engine import attention, conditioning, inpainting, schedulers
+from desktop.engine.editing import denoising_steps
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
@@ -71,6 +72,7 @@ class LoadedModel:
             dtype = self.pipe.unet.dtype  # explicit: from_pipe otherwise casts the shared modules to fp32
             vae_dtype = self.pipe.vae.dtype
             self.edit_pipes[task] = auto.from_pipe(self.pipe, torch_dtype=dtype)
+            self.edit_pipes[task].set_progress_bar_config(disable=True)
             self.pipe.vae.to(vae_dtype)  # from_pipe cast the shared VAE too (SDXL's stays fp32)
         edit_pipe = self.edit_pipes[task]
         edit_pipe.scheduler = self.pipe.scheduler
@@ -297,11 +299,6 @@ class Engine:
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
         built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
         return built.first(), built if built.scheduled else None
-
-
-def denoising_steps(steps: int, strength: float) -> int:
-    """Image to image runs the last round(steps x strength) steps of the schedule, never fewer than one."""
-    return max(1, min(steps, round(steps * strength)))
 
 
 def check_task(loaded: LoadedModel, request: GenerationRequest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 
 from PySide6.QtCore import Qt
@@ -16,6 +17,10 @@ SOURCES = {"latent_studio": "Latent Studio", "a1111": "AUTOMATIC1111 / Forge",
            "a1111-stealth": "AUTOMATIC1111 / Forge (hidden in the pixels)", "fooocus": "Fooocus",
            "novelai": "NovelAI", "swarmui": "SwarmUI", "drawthings": "Draw Things", "comfyui": "ComfyUI",
            "invokeai": "InvokeAI", "none": "none (settings unknown)"}
+
+
+KINDS = {"img2img": "Image to image", "inpaint": "Inpainted", "outpaint": "Outpainted", "upscale": "Upscaled",
+         "txt2img": "Text to image"}
 
 
 class DetailDialog(QDialog):
@@ -61,6 +66,8 @@ class DetailDialog(QDialog):
             form.addRow(f"<b>{name}</b>", label)
         buttons = QVBoxLayout()
         for text, slot in [("Reuse settings", lambda: (self.actions.reuse_settings(r), self.accept())),
+                           ("Edit", lambda: (self.actions.edit.emit(r), self.accept())),
+                           ("Upscale ×2", lambda: (self.actions.upscale.emit(r), self.accept())),
                            ("Copy image", lambda: self.actions.copy_image(r)),
                            ("Copy prompt", lambda: self.actions.copy_prompt(r)),
                            ("Open file location", lambda: self.actions.open_location(r)),
@@ -80,6 +87,7 @@ class DetailDialog(QDialog):
         self._read_file_metadata()
         layout = QVBoxLayout(side)
         layout.addLayout(form)
+        layout.addWidget(self._lineage())
         layout.addWidget(self.file_notes)
         row = QHBoxLayout()
         row.addLayout(buttons)
@@ -87,6 +95,49 @@ class DetailDialog(QDialog):
         layout.addLayout(row)
         layout.addStretch(1)
         return side
+
+    def _lineage(self) -> QLabel:
+        """What this image was made from and what was made from it, as links to their detail views."""
+        from desktop.errors import LatentStudioError
+
+        q = self.record.request
+        try:
+            lineage = self.actions.gallery.lineage(self.record)
+        except LatentStudioError as exc:
+            return QLabel(f"Lineage unavailable: {exc}")
+        self._linked = {}
+        lines = []
+        if q.edit is not None:
+            lines.append(f"<b>{KINDS[q.kind]}</b>, strength {q.edit.resolved_strength():g}")
+        for item in lineage.made_from:
+            if item.record is not None:
+                lines.append(f"Made from ({item.role}): {self._link(item.record)}")
+            else:
+                lines.append(f"Made from ({item.role}): <a href='file:{item.digest}'>the kept copy</a>")
+                self._linked[f"file:{item.digest}"] = item.path
+        if lineage.made_into:
+            lines.append("Made into: " + ", ".join(self._link(child) for child in lineage.made_into[:12])
+                         + (f" and {len(lineage.made_into) - 12} more" if len(lineage.made_into) > 12 else ""))
+        label = QLabel("<br>".join(lines))
+        label.setWordWrap(True)
+        label.setTextFormat(Qt.TextFormat.RichText)
+        label.linkActivated.connect(self._follow)
+        return label
+
+    def _link(self, record) -> str:
+        key = f"image:{record.id}"
+        self._linked[key] = record
+        return f"<a href='{key}'>{html.escape(record.path.name)}</a>"
+
+    def _follow(self, key: str) -> None:
+        target = self._linked[key]
+        if isinstance(target, ImageRecord):
+            self.actions.open_record.emit(target)
+        else:
+            from PySide6.QtCore import QUrl
+            from PySide6.QtGui import QDesktopServices
+
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(target)))
 
     def _read_file_metadata(self) -> None:
         from desktop.gallery.metadata import read_image_metadata

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter, QTabWidget,
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter, QStackedWidget, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from desktop import APP_NAME, paths
@@ -46,6 +46,7 @@ class MainWindow(QMainWindow):
         from desktop.ui.history_panel import HistoryPanel
         from desktop.ui.image_actions import ImageActions
         from desktop.ui.image_view import ImageView
+        from desktop.ui.edit_panel import EditPanel
         from desktop.ui.prompt_panel import PromptPanel
         from desktop.ui.background import BackgroundTasks
         from desktop.ui.instance import InstanceLock
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
 
         self.prompt_panel = PromptPanel()
+        self.edit_panel = EditPanel(self.tasks, self.prompt_panel.steps)
         self.history = HistoryPanel(self.gallery)
         self.preview = ImageView()
         self.progress = QProgressBar()
@@ -106,6 +108,7 @@ class MainWindow(QMainWindow):
     def _build_layout(self) -> None:
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.prompt_panel)
+        left.addWidget(self.edit_panel)
         history_box = QWidget()
         box = QVBoxLayout(history_box)
         box.setContentsMargins(8, 6, 4, 8)
@@ -113,11 +116,14 @@ class MainWindow(QMainWindow):
         box.addWidget(self.history)
         left.addWidget(history_box)
         left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 1)
+        left.setStretchFactor(2, 1)
+        self.stage = QStackedWidget()  # the live preview and results, or the image being edited
+        self.stage.addWidget(self.preview)
+        self.stage.addWidget(self.edit_panel.canvas)
         create = QWidget()
         layout = QVBoxLayout(create)
         layout.addWidget(self.banner)
-        layout.addWidget(self.preview, 1)
+        layout.addWidget(self.stage, 1)
         layout.addWidget(self.progress)
         layout.addWidget(self.queue_panel)
         self.tabs.addTab(create, "Create")
@@ -163,6 +169,11 @@ class MainWindow(QMainWindow):
         self.browser.open_record.connect(self._open_detail)
         self.browser.context_menu.connect(lambda records, pos: self.actions.menu(records, self).exec(pos))
         self.actions.reuse.connect(lambda record: self.load_settings_from_png(record.path, record.metadata()))
+        self.actions.edit.connect(self.edit_image)
+        self.actions.upscale.connect(self.upscale_image)
+        self.actions.open_record.connect(self._open_detail)
+        self.edit_panel.error.connect(self.show_error)
+        self.edit_panel.show_canvas.connect(lambda: self.stage.setCurrentWidget(self.edit_panel.canvas))
         self.actions.changed.connect(self.browser.images_changed)
         self.actions.removed.connect(self.browser.images_removed)
         self.actions.error.connect(self.show_error)
@@ -204,18 +215,60 @@ class MainWindow(QMainWindow):
 
     def generate(self) -> None:
         """Queue a job from the prompt panel; it starts at once when nothing else runs."""
-        from desktop.service import accept
-
         if not self.prompt_panel.generate_button.isEnabled():
             return
         try:  # the seed is fixed now, so a queued or resumed job makes the same picture
-            self.queue.add(accept(self.prompt_panel.to_request(), self.gallery))
+            self.enqueue(self._request_from_panels())
         except LatentStudioError as exc:
             self.show_error(str(exc))
-            return
+
+    def enqueue(self, request: GenerationRequest) -> None:
+        """Accept a request (validated, seed fixed, history recorded), queue it and start it when idle."""
+        from desktop.service import accept
+
+        self.queue.add(accept(request, self.gallery))
         self.history.reload()
         self._refresh_queue()
         self._start_next()
+
+    def _request_from_panels(self) -> GenerationRequest:
+        """The prompt panel's request, with the edit panel's image kept in the gallery when one is set."""
+        from desktop.service import keep_edit_images
+
+        request = self.prompt_panel.to_request()
+        arguments = self.edit_panel.edit_arguments()
+        if arguments is None:
+            return request
+        if self.prompt_panel.uses_model_size():
+            request = request.replace(width=None, height=None)  # the init image's own size
+        return request.replace(edit=keep_edit_images(self.gallery, **arguments))
+
+    def edit_image(self, record) -> None:
+        self.edit_panel.load_file(record.path)
+        self.tabs.setCurrentIndex(0)
+
+    def upscale_image(self, record, factor: float = 2.0) -> None:
+        """Queue an upscale of a gallery image with its own settings (its model when installed)."""
+        from desktop.engine.editing import open_image
+        from desktop.service import keep_edit_images
+
+        def queue(image) -> None:
+            request, _ = record.request.keep_valid()
+            model = request.model if request.model and self._has_model(request.model) else None
+            try:
+                edit = keep_edit_images(self.gallery, image, source=record.path, upscale=factor)
+                self.enqueue(request.replace(model=model, seed=None, edit=edit))
+            except LatentStudioError as exc:
+                self.show_error(str(exc))
+
+        self.tasks.run(lambda: open_image(record.path, "image"), queue, self.show_error)
+
+    def _has_model(self, ref: str) -> bool:
+        try:
+            self._registry().resolve(ref)
+            return True
+        except LatentStudioError:
+            return False
 
     def _start_next(self) -> None:
         if self.active is not None or self._closing:
@@ -232,6 +285,7 @@ class MainWindow(QMainWindow):
         item = WorkItem(job.id, job.request, self.gallery.root)
         self.active = ActiveJob(item, self.queue)
         self.prompt_panel.set_busy(True)
+        self.stage.setCurrentWidget(self.preview)  # the live preview, also for edits
         self.banner.hide()
         self.progress.setRange(0, 0)  # busy until the first step reports
         self.progress.setFormat("Starting…")
@@ -358,6 +412,11 @@ class MainWindow(QMainWindow):
 
     def _load_request(self, request: GenerationRequest) -> None:
         self.prompt_panel.load_request(request)
+        try:
+            self.edit_panel.load_edit(request.edit, self.gallery)
+        except LatentStudioError as exc:
+            self.edit_panel.clear()
+            self.show_error(f"The settings were loaded, but not the edit: {exc}")
         self.tabs.setCurrentIndex(0)
 
     def _open_detail(self, record) -> None:

@@ -152,6 +152,10 @@ class PromptPanel(QWidget):
             scheduler=None if scheduler == MODEL_DEFAULT else scheduler, count=self.count.value(),
             model=self.model_ref())
 
+    def uses_model_size(self) -> bool:
+        """The size is the model's own (an edit then keeps its init image's size)."""
+        return self.size_preset.currentIndex() == 0
+
     def load_request(self, req: GenerationRequest, keep_seed: bool = True) -> None:
         """Fill every field from a request (history, a dropped PNG, "reuse settings")."""
         self.prompt.setPlainText(req.prompt)
