@@ -161,6 +161,17 @@ def test_sdxl_v_prediction_zero_snr_checkpoints_are_detected(tmp_path):
     assert identify(sparse_safetensors(tmp_path / "plain-xl.safetensors", SDXL_SHAPES)).kind == "SDXL"
 
 
+def test_inpainting_checkpoints_are_recognised_by_their_nine_input_channels(tmp_path):
+    nine = {"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3]}
+    sd2 = identify(sparse_safetensors(tmp_path / "sd2-inpainting.safetensors", {**SD2_SHAPES, **nine}))
+    xl = identify(sparse_safetensors(tmp_path / "xl-inpainting.safetensors", {**SDXL_SHAPES, **nine}))
+    assert (sd2.kind, sd2.config, sd2.pipeline) == ("SD 2.x inpainting", "sd2-inpaint", "StableDiffusionInpaintPipeline")
+    assert (xl.kind, xl.pipeline) == ("SDXL inpainting", "StableDiffusionXLInpaintPipeline")
+    config = paths.shipped_configs_dir() / "sdxl-inpaint"
+    assert json.loads((config / "unet" / "config.json").read_text())["in_channels"] == 9
+    assert json.loads((config / "model_index.json").read_text())["_class_name"] == "StableDiffusionXLInpaintPipeline"
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
     (lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2132625894\n"),
@@ -169,7 +180,7 @@ def test_sdxl_v_prediction_zero_snr_checkpoints_are_detected(tmp_path):
     (lambda p: torch.save({"w": torch.zeros(2)}, p), "pickle (PyTorch .ckpt) file with a .safetensors name"),
     (lambda p: p.write_bytes(sparse_safetensors(p, SDXL_SHAPES).read_bytes()[:5000]), "cut short"),
     (lambda p: sparse_safetensors(p, {**SD2_SHAPES, "model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3]}),
-     "inpainting checkpoint"),
+     "is an inpainting model: it repaints a masked part of an image and cannot make an image from text"),
     (lambda p: sparse_safetensors(p, {"lora_unet_down_blocks_0.lora_down.weight": [4, 320]}), "LoRA"),
     (lambda p: sparse_safetensors(p, {"conditioner.embedders.0.model.token_embedding.weight": [49408, 1280],
                                       "model.diffusion_model.input_blocks.0.0.weight": [384, 4, 3, 3]}), "refiner"),

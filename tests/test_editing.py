@@ -293,3 +293,46 @@ def test_cli_refuses_bad_edits_with_one_line_before_loading_a_model(tmp_path):
         proc = run_cli("generate", "x", "--model", tmp_path / "no-such-model", *args)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# --- dedicated inpainting models ---------------------------------------------------------------
+
+
+def test_a_nine_channel_inpainting_model_inpaints_and_says_it_cannot_do_text_to_image(engine, tmp_path):
+    from tiny_models import save_tiny_inpainting_model
+
+    from desktop.engine.models import detect_kind
+    from desktop.errors import LatentStudioError
+
+    folder = save_tiny_inpainting_model(tmp_path / "tiny-inpainting")
+    assert detect_kind(folder) == "SD (custom) inpainting"  # a 32-wide text encoder: no known family
+    init, mask = gradient(), box_mask((64, 64), (16, 16, 40, 40))
+    inputs = {pixel_hash(init): init, pixel_hash(mask): mask}
+    result = engine.generate(GenerationRequest("a red circle", steps=3, seed=2, model=str(folder),
+                                               edit=Edit(pixel_hash(init), mask=pixel_hash(mask), mask_blur=1)),
+                             inputs=inputs)
+    assert engine.loaded.pipe.unet.config.in_channels == 9
+    out, keep = pixels(result.images[0]), far_from(mask, 1)
+    assert np.array_equal(out[keep], pixels(init)[keep]) and np.abs(out[20:36, 20:36] - pixels(init)[20:36, 20:36]).mean() > 5
+    outpainted = engine.generate(GenerationRequest("x", steps=2, seed=2, model=str(folder),
+                                                   edit=Edit(pixel_hash(init), outpaint=(0, 0, 16, 0))), inputs=inputs)
+    assert outpainted.images[0].size == (80, 64)
+    for request in (GenerationRequest("x", steps=2, model=str(folder)),
+                    GenerationRequest("x", steps=2, model=str(folder), edit=Edit(pixel_hash(init), strength=0.5))):
+        with pytest.raises(LatentStudioError, match="is an inpainting model"):
+            engine.generate(request, inputs=inputs)
+
+
+def test_sdxl_edits_run_end_to_end(engine, tmp_path):
+    from tiny_models import build_tiny_sdxl_pipeline
+
+    folder = tmp_path / "tiny-sdxl"
+    build_tiny_sdxl_pipeline(folder / "_tok").save_pretrained(folder, safe_serialization=True)
+    init, mask = gradient(), box_mask((64, 64), (16, 16, 40, 40))
+    inputs = {pixel_hash(init): init, pixel_hash(mask): mask}
+    for edit in (Edit(pixel_hash(init), strength=0.5), Edit(pixel_hash(init), mask=pixel_hash(mask), mask_blur=1)):
+        result = engine.generate(GenerationRequest("a (red:1.2) circle", steps=2, seed=1, model=str(folder), edit=edit),
+                                 inputs=inputs)
+        assert result.images[0].size == (64, 64) and result.request.kind == edit.kind
+    out, keep = pixels(result.images[0]), far_from(mask, 1)
+    assert np.array_equal(out[keep], pixels(init)[keep])

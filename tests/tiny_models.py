@@ -83,3 +83,17 @@ def build_tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0):
         vae=vae, text_encoder=CLIPTextModel(text_config(32)), text_encoder_2=CLIPTextModelWithProjection(text_config(32)),
         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
     )
+
+
+def save_tiny_inpainting_model(folder: Path) -> Path:
+    """A dedicated inpainting model (9 input channels: latents, mask, masked image), as a folder."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    base = build_tiny_pipeline(folder / "_tokenizer_src", seed=3)
+    unet = UNet2DConditionModel(**{**base.unet.config, "in_channels": 9})
+    pipe = StableDiffusionInpaintPipeline(
+        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=base.scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -8,6 +8,9 @@ Parts:
   overhead   the engine vs a bare diffusers StableDiffusionPipeline call, same components/settings
   slicing    attention slicing off / auto / on at each size: seconds per step, decode, peak memory
   precision  CPU fp32 vs bf16: seconds per step and the PSNR between the two images
+  edit       one process: text to image, then image to image (strength 0.5), then inpainting, with
+             peak memory of each and whether the edit pipelines share the loaded weights; then an
+             upscale 2x of a 512 image with the VAE tiled and not tiled (peak memory of each)
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from desktop import paths
 log = logging.getLogger(__name__)
 
 RANDOM_SD15 = "sd15-random"
-PARTS = ("overhead", "slicing", "precision")
+PARTS = ("overhead", "slicing", "precision", "edit")
 PROMPT = "a red circle on a blue background"
 
 
@@ -224,7 +227,70 @@ def _preview_seconds(loaded, req, calls: int = 20) -> float:
     return (time.perf_counter() - start) / calls
 
 
-WORKERS = {"variant": worker_variant, "overhead": worker_overhead}
+def _edit_inputs(size: int):
+    """A picture and a centred square mask, with their content hashes."""
+    from PIL import Image, ImageDraw
+
+    from desktop.gallery.inputs import pixel_hash
+
+    image = Image.new("RGB", (size, size), (40, 60, 200))
+    ImageDraw.Draw(image).ellipse((size // 4, size // 4, 3 * size // 4, 3 * size // 4), fill=(220, 30, 30))
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).rectangle((size // 3, size // 3, 2 * size // 3, 2 * size // 3), fill=255)
+    return {pixel_hash(image): image, pixel_hash(mask): mask}, pixel_hash(image), pixel_hash(mask)
+
+
+def worker_edit(spec: dict) -> dict:
+    """Text to image, image to image and inpainting in one process, in that order."""
+    import psutil
+
+    from desktop.engine.request import Edit
+
+    engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), "auto")
+    loaded = engine.loaded
+    engine.generate(_request(64, 1, spec["model"]))  # warm-up (see worker_variant)
+    inputs, init, mask = _edit_inputs(spec["size"])
+    base = _request(spec["size"], spec["steps"], spec["model"])
+    jobs = [("txt2img", base), ("img2img", base.replace(edit=Edit(init, strength=0.5))),
+            ("inpaint", base.replace(edit=Edit(init, mask=mask)))]
+    rows = {}
+    for name, request in jobs:
+        with PeakMemory(loaded.placement.device) as mem:
+            start = time.perf_counter()
+            result = engine.generate(request, inputs=inputs)
+            seconds = time.perf_counter() - start
+        rows[name] = {"seconds": seconds, "steps_run": len(result.step_seconds), "peak_mb": mem.delta_mb,
+                      "rss_mb": psutil.Process().memory_info().rss / 2**20}
+    image_pipe = loaded.pipeline("image")
+    return {
+        "device": loaded.placement.device, "precision": loaded.placement.precision, "rows": rows,
+        "img2img_time_ratio": rows["img2img"]["seconds"] / rows["txt2img"]["seconds"],
+        "weights_shared": image_pipe.unet is loaded.pipe.unet and image_pipe.vae is loaded.pipe.vae,
+        "dtype_kept": str(image_pipe.unet.dtype) == str(loaded.pipe.unet.dtype),
+    }
+
+
+def worker_upscale(spec: dict) -> dict:
+    """An upscale 2x of a square image, the VAE tiled as the engine does beyond native size, or not."""
+    from desktop.engine import generation
+    from desktop.engine.request import Edit
+
+    if not spec["tiling"]:  # the variant without: the engine's tiling switched off for this process
+        real = generation.vae_tiling
+        generation.vae_tiling = lambda pipe, on: real(pipe, False)
+    engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), "auto")
+    engine.generate(_request(64, 1, spec["model"]))
+    inputs, init, _ = _edit_inputs(spec["size"])
+    request = _request(spec["size"], spec["steps"], spec["model"]).replace(
+        width=None, height=None, edit=Edit(init, upscale=2.0))
+    with PeakMemory(engine.loaded.placement.device) as mem:
+        start = time.perf_counter()
+        result = engine.generate(request, inputs=inputs)
+    return {"tiling": spec["tiling"], "size": list(result.images[0].size), "seconds": time.perf_counter() - start,
+            "peak_mb": mem.delta_mb}
+
+
+WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale}
 
 
 def _run_worker(kind: str, spec: dict) -> dict:
@@ -285,6 +351,12 @@ def run(args) -> int:
             results["precision_psnr_db"] = psnr(str(tmp / "fp32.png"), str(tmp / "bf16.png"))
         results["precision"] = rows
 
+    if "edit" in parts:
+        results["edit"] = _run_worker("edit", {**base, "size": sizes[0], "label": f"txt2img, img2img, inpaint at {sizes[0]}"})
+        results["upscale"] = [_run_worker("upscale", {**base, "size": sizes[0], "tiling": tiling,
+                                                      "label": f"upscale 2x of {sizes[0]}, VAE tiling {'on' if tiling else 'off'}"})
+                              for tiling in (True, False)]
+
     print(format_table(results))
     out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +391,28 @@ def format_table(results: dict) -> str:
                          f" {row['peak_mb']:9.0f} {row['sliced_calls']:7d}")
     if "precision_psnr_db" in results:
         lines.append(f"  PSNR bf16 vs fp32: {results['precision_psnr_db']:.1f} dB")
+    if "edit" in results:
+        lines += ["", *_edit_lines(results)]
     return "\n".join(lines)
+
+
+def _edit_lines(results: dict) -> list[str]:
+    e = results["edit"]
+    if "error" in e:
+        return ["Editing", f"  failed: {e['error']}"]
+    lines = [f"Editing, one process ({e['device']}/{e['precision']}): weights shared {e['weights_shared']}, "
+             f"dtype kept {e['dtype_kept']}",
+             f"  {'job':>8} {'seconds':>8} {'steps':>6} {'peak MB':>8} {'RSS MB':>8}"]
+    for name, row in e["rows"].items():
+        lines.append(f"  {name:>8} {row['seconds']:8.2f} {row['steps_run']:6d} {row['peak_mb']:8.0f} {row['rss_mb']:8.0f}")
+    lines.append(f"  image to image at strength 0.5 took {e['img2img_time_ratio']:.2f}x the text-to-image time")
+    for row in results.get("upscale", []):
+        if "error" in row:
+            lines.append(f"  upscale failed: {row['error']}")
+        else:
+            lines.append(f"  upscale 2x to {row['size'][0]}x{row['size'][1]}, VAE tiling {'on ' if row['tiling'] else 'off'}: "
+                         f"{row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")
+    return lines
 
 
 if __name__ == "__main__":  # worker entry: python -m desktop.engine.benchmark KIND JSON

@@ -42,6 +42,12 @@ SDXL = Architecture("SDXL", "sdxl-base", "StableDiffusionXLPipeline")
 # SDXL fine-tunes trained for v-prediction with zero terminal SNR (they mark it with `v_pred` and
 # `ztsnr` keys or modelspec): the scheduler must predict v, rescale betas and space steps trailing.
 SDXL_V = Architecture("SDXL (v, zero terminal SNR)", "sdxl-base", "StableDiffusionXLPipeline")
+# Dedicated inpainting checkpoints: the UNet also reads the mask and the masked image (9 input channels).
+INPAINTING = {
+    SD1: Architecture("SD 1.x inpainting", "sd15-inpaint", "StableDiffusionInpaintPipeline"),
+    SD2: Architecture("SD 2.x inpainting", "sd2-inpaint", "StableDiffusionInpaintPipeline"),
+    SDXL: Architecture("SDXL inpainting", "sdxl-inpaint", "StableDiffusionXLInpaintPipeline"),
+}
 V_SCHEDULER = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
 
 
@@ -110,12 +116,21 @@ def identify(path: Path) -> Architecture:
     conv_in = shape(UNET + "input_blocks.0.0.weight")
     if conv_in is None:
         raise CheckpointError(f"{path.name} holds no Stable Diffusion UNet: {_what_else(names)}.")
-    if conv_in[1] == 9:
-        raise CheckpointError(f"{path.name} is an inpainting checkpoint (9 input channels); it only paints inside a "
-                              "mask, which this app does not do yet. Use the normal version of the model.")
-    if conv_in[1] != 4:
+    if conv_in[1] not in (4, 9):
         raise CheckpointError(f"{path.name} has a UNet with {conv_in[1]} input channels; only text-to-image models "
-                              "(4 channels) are supported.")
+                              "(4 channels) and inpainting models (9) are supported.")
+    family = _family(path, header, metadata)
+    if conv_in[1] == 9:
+        if family not in INPAINTING:
+            raise CheckpointError(f"{path.name} is an inpainting checkpoint of {family.kind}, which has no "
+                                  "inpainting configuration here; use an SD 1.x, SD 2.x or SDXL inpainting model.")
+        return INPAINTING[family]
+    return family
+
+
+def _family(path: Path, header: dict, metadata: dict) -> Architecture:
+    names = header.keys()
+    shape = lambda name: header.get(name, {}).get("shape")  # noqa: E731
     if any(n.startswith(XL_TEXT_1) for n in names) and any(n.startswith(XL_TEXT_2) for n in names):
         return SDXL_V if _declared_prediction(metadata) == "v" or "v_pred" in header else SDXL
     if any(n.startswith("conditioner.") for n in names):
@@ -192,8 +207,8 @@ def load_single_file(path: Path, dtype):
 
     arch = identify(path)
     pipeline_class = getattr(diffusers, arch.pipeline)
-    xl = arch in (SDXL, SDXL_V)
-    tokenizers = {"tokenizer": tokenizer("!" if arch in (SD2, SD2_V) else "<|endoftext|>")}
+    xl = arch.pipeline.startswith("StableDiffusionXL")
+    tokenizers = {"tokenizer": tokenizer("!" if arch.config.startswith("sd2") else "<|endoftext|>")}
     if xl:
         tokenizers["tokenizer_2"] = tokenizer("!")
     extra = {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

@@ -103,7 +103,9 @@ class Engine:
 
     def load(self, spec: str | None = None) -> LoadedModel:
         """The pipeline for a model, loaded now or reused from the last call."""
-        info = self.registry.resolve(spec if spec is not None else self.default_model)
+        return self.load_model(self.registry.resolve(spec if spec is not None else self.default_model))
+
+    def load_model(self, info: ModelInfo) -> LoadedModel:
         placement = Placement.choose(self.options.device, self.options.precision)
         current = self._loaded
         if current and current.info.path == info.path and current.placement == placement:
@@ -182,12 +184,13 @@ class Engine:
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         request = request.validated()  # before a model is loaded for nothing
+        info = self.registry.resolve(request.model if request.model is not None else self.default_model)
+        check_task(info, request)
         was_loaded = self._loaded
-        loaded = self.load(request.model)
+        loaded = self.load_model(info)
         load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
         if cancel.is_set():  # cancelled while the model loaded
             raise GenerationCancelled()
-        check_task(loaded, request)
         req = self.resolve(request, loaded, inputs)
         pipe = loaded.pipe
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
@@ -301,11 +304,12 @@ class Engine:
         return built.first(), built if built.scheduled else None
 
 
-def check_task(loaded: LoadedModel, request: GenerationRequest) -> None:
-    """A dedicated inpainting model (9 input channels) only repaints masked images."""
-    if loaded.pipe.unet.config.in_channels == 9 and request.kind not in ("inpaint", "outpaint"):
+def check_task(info: ModelInfo, request: GenerationRequest) -> None:
+    """A dedicated inpainting model (9 input channels) only repaints masked images: said before it loads."""
+    if "inpainting" in info.kind and request.kind not in ("inpaint", "outpaint"):
+        name = info.path.name if info.path.is_file() else info.name
         raise LatentStudioError(
-            f"{loaded.info.name} is an inpainting model: it repaints a masked part of an image and cannot "
+            f"{name} is an inpainting model: it repaints a masked part of an image and cannot "
             f"{'make an image from text' if request.edit is None else 'run ' + request.kind}. Give it an init "
             "image and a mask (or outpaint), or choose another model.")
 

@@ -26,6 +26,9 @@ APP_DEFAULTS_FILE = "latent_studio.json"
 TEXT_TO_IMAGE_PIPELINES = {
     "StableDiffusionPipeline": "SD",
     "StableDiffusionXLPipeline": "SDXL",
+    # Dedicated inpainting models: they only repaint masked images (the engine says so for text to image).
+    "StableDiffusionInpaintPipeline": "SD",
+    "StableDiffusionXLInpaintPipeline": "SDXL",
 }
 
 
@@ -77,6 +80,12 @@ def _read_json(path: Path) -> dict:
 def detect_kind(folder: Path) -> str:
     """A short human label for the model family, read from its configs (no weights loaded)."""
     index = read_model_index(folder)
+    class_name = index.get("_class_name", "")
+    suffix = " inpainting" if "Inpaint" in class_name else ""
+    return _family_kind(folder, index) + suffix if class_name in TEXT_TO_IMAGE_PIPELINES else class_name or "unknown"
+
+
+def _family_kind(folder: Path, index: dict) -> str:
     family = TEXT_TO_IMAGE_PIPELINES.get(index.get("_class_name", ""))
     if family == "SDXL":
         return "SDXL"
@@ -87,8 +96,7 @@ def detect_kind(folder: Path) -> str:
             return "SD 2.x (v)" if sched.get("prediction_type") == "v_prediction" else "SD 2.x"
         if text.get("hidden_size") == 768 or not text:
             return "SD 1.x"
-        return "SD (custom)"
-    return index.get("_class_name", "unknown")
+    return "SD (custom)"
 
 
 def read_defaults(folder: Path) -> ModelDefaults:
@@ -264,7 +272,7 @@ def load_pipeline(info: ModelInfo, dtype):
             f"text-to-image models ({', '.join(TEXT_TO_IMAGE_PIPELINES)})."
         )
     check_trusted_code(info.path, index)
-    extra = {"safety_checker": None, "requires_safety_checker": False} if class_name == "StableDiffusionPipeline" else {}
+    extra = {"safety_checker": None, "requires_safety_checker": False} if TEXT_TO_IMAGE_PIPELINES[class_name] == "SD" else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # `torch_dtype` renamed in new diffusers; old ones need it
