@@ -200,6 +200,7 @@ def test_an_edit_is_recorded_with_its_inputs_and_reuse_restores_it_exactly(tiny_
 
         text = Image.open(child.path).text["parameters"]
         assert "Denoising strength: 1, Mask blur: 2" in text
+        assert json.loads(Image.open(child.path).text["latent_studio"])["kind"] == "inpaint"
         meta = read_image_metadata(child.path)[1]
         assert meta.request.edit == child.request.edit and meta.request.kind == "inpaint"
         assert gallery.get(child.record.id).request.edit == child.request.edit

@@ -64,7 +64,7 @@ def edit_fields(req: GenerationRequest) -> list[tuple[str, str]]:
 
 
 def app_record(req: GenerationRequest, model: dict, created: float | None = None) -> str:
-    record = {"schema": APP_SCHEMA, "request": req.to_dict(), "model": model}
+    record = {"schema": APP_SCHEMA, "kind": req.kind, "request": req.to_dict(), "model": model}
     if created is not None:
         record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
