@@ -329,12 +329,13 @@ def vae_tiling(pipe, on: bool):
 
 @contextmanager
 def mean_encoding(vae):
-    """Encode images to the mean of the VAE's posterior. diffusers draws a sample, adding noise of the
-    posterior's spread: negligible with Stable Diffusion's VAE, but the shipped model's VAE has a
-    spread of 1 (it was trained without a KL term), so a sample is noise and edits lose the image."""
+    """Encode images to the mean of the VAE's posterior, as the shipped model was trained (its VAE
+    never learned a useful spread: about 1, so a sample is noise and an edit loses its image). diffusers
+    draws a sample; with Stable Diffusion's VAE the two differ by a negligible spread. The VAE's dtype is
+    restored afterwards: SDXL's edit pipelines cast an upcast VAE back to fp16 after encoding."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    encode = vae.encode
+    encode, dtype = vae.encode, vae.dtype
 
     def mean_encode(x, return_dict=True):
         dist = encode(x).latent_dist
@@ -346,6 +347,7 @@ def mean_encoding(vae):
         yield
     finally:
         del vae.encode
+        vae.to(dtype)
 
 
 def _encoder_output(dist, return_dict: bool):

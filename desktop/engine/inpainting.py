@@ -4,8 +4,9 @@ Measured on the shipped model (10 steps, 3 seeds, a circle image, an ellipse mas
 0-255, more than 16 px outside the mask, before the paste-back):
 - diffusers' inpainting pipeline as is: 36 (DDIM) to 50 (Euler a); every sampler gives noisy chaos
   outside the shape. The cause is the encoding, not the sampler: diffusers draws a sample of the
-  VAE's posterior, whose spread is 1 for the shipped VAE, so the init latents are noise. Edits
-  therefore encode the posterior's mean (generation.mean_encoding).
+  VAE's posterior, whose spread is about 1 for the shipped VAE (trained and used with the mean
+  only), so the init latents are noise. Edits therefore encode the posterior's mean
+  (generation.mean_encoding).
 - with the mean, blending noised init latents into the sampler's latents after each step (diffusers):
   Euler 2.5, DPM++ 2M 2.5, DPM++ 2M Karras 3.8, DDIM 1.4, Heun 1.4.
 - blending the model's prediction instead, as AUTOMATIC1111 blends its denoised image: where the mask

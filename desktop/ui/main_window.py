@@ -257,7 +257,7 @@ class MainWindow(QMainWindow):
             model = request.model if request.model and self._has_model(request.model) else None
             try:
                 edit = keep_edit_images(self.gallery, image, source=record.path, upscale=factor)
-                self.enqueue(request.replace(model=model, seed=None, edit=edit))
+                self.enqueue(request.replace(model=model, edit=edit))  # its own seed, as the CLI does
             except LatentStudioError as exc:
                 self.show_error(str(exc))
 
