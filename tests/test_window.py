@@ -302,7 +302,7 @@ def test_edit_an_image_paint_a_mask_run_it_and_see_its_lineage(qtbot, window, tm
     dialog = DetailDialog(child, window.actions, window)
     qtbot.addWidget(dialog)
     text = " ".join(w.text() for w in dialog.findChildren(type(window.banner)))
-    assert "Inpainted" in text and parent.path.name in text
+    assert "Inpainting" in text and parent.path.name in text
     parent_view = DetailDialog(parent, window.actions, window)
     qtbot.addWidget(parent_view)
     assert child.path.name in " ".join(w.text() for w in parent_view.findChildren(type(window.banner)))

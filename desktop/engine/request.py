@@ -24,6 +24,8 @@ NEW_SEED_LIMIT = 2**32  # seeds this app draws stay 32-bit, so A1111-style tools
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 512
 MAX_UPSCALE = 4.0
+KIND_LABELS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting",
+               "outpaint": "outpainting", "upscale": "upscale"}
 DEFAULT_STRENGTH = {"img2img": 0.75, "inpaint": 1.0, "outpaint": 1.0, "upscale": 0.35}
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 

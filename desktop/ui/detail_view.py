@@ -10,6 +10,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (QDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
+from desktop.engine.request import KIND_LABELS
 from desktop.gallery.records import ImageRecord
 from desktop.ui.image_view import ImageView
 
@@ -17,10 +18,6 @@ SOURCES = {"latent_studio": "Latent Studio", "a1111": "AUTOMATIC1111 / Forge",
            "a1111-stealth": "AUTOMATIC1111 / Forge (hidden in the pixels)", "fooocus": "Fooocus",
            "novelai": "NovelAI", "swarmui": "SwarmUI", "drawthings": "Draw Things", "comfyui": "ComfyUI",
            "invokeai": "InvokeAI", "none": "none (settings unknown)"}
-
-
-KINDS = {"img2img": "Image to image", "inpaint": "Inpainted", "outpaint": "Outpainted", "upscale": "Upscaled",
-         "txt2img": "Text to image"}
 
 
 class DetailDialog(QDialog):
@@ -108,7 +105,7 @@ class DetailDialog(QDialog):
         self._linked = {}
         lines = []
         if q.edit is not None:
-            lines.append(f"<b>{KINDS[q.kind]}</b>, strength {q.edit.resolved_strength():g}")
+            lines.append(f"<b>{KIND_LABELS[q.kind].capitalize()}</b>, strength {q.edit.resolved_strength():g}")
         for item in lineage.made_from:
             if item.record is not None:
                 lines.append(f"Made from ({item.role}): {self._link(item.record)}")

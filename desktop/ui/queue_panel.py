@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QVBoxLayout, QWidget)
 
+from desktop.engine.request import KIND_LABELS
 
 STATE_ROLE = Qt.ItemDataRole.UserRole + 1  # pending or running
 
@@ -38,6 +39,8 @@ class QueuePanel(QWidget):
         self.list.clear()
         for job in jobs:
             prompt = job.request.prompt.replace("\n", " ") or "(empty prompt)"
+            if job.request.edit is not None:  # an edit says which kind, as the detail view does
+                prompt = f"[{KIND_LABELS[job.request.kind]}] {prompt}"
             count = f" ×{job.request.count}" if job.request.count > 1 else ""
             item = QListWidgetItem(("▶ " if job.state == "running" else "") + prompt[:80] + count)
             item.setData(Qt.ItemDataRole.UserRole, job.id)
