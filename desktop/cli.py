@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = models_sub.add_parser("download", help="download a diffusers model by Hugging Face repo id (needs network)")
     fetch.add_argument("repo_id", help="e.g. stable-diffusion-v1-5/stable-diffusion-v1-5")
 
+    lora_list = sub.add_parser("loras", help="list the LoRAs the app can see (use them as <lora:NAME:WEIGHT>)")
+    lora_list.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="train and evaluate the shipped model (see README)")
     demo_sub = demo.add_subparsers(dest="demo_command", parser_class=_Parser, required=True)
     train = demo_sub.add_parser("train", help="train the shipped model from scratch")
@@ -410,6 +413,30 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_loras(args) -> int:
+    from desktop.engine import loras
+
+    folders = loras.lora_folders(load_settings().lora_folders)
+    good, bad = loras.list_loras(folders)
+    if args.json:
+        rows = [lora.as_dict() for lora in good]
+        rows += [{"name": path.stem, "path": str(path), "error": problem} for path, problem in bad]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not good and not bad:
+        print(f"No LoRAs found. Copy .safetensors LoRA files into {folders[0]} (or add a LoRA folder in the "
+              "settings), then write <lora:NAME:0.8> in a prompt.")
+        return 0
+    rows = [("NAME", "BASE", "SIZE", "HASH", "PATH")]
+    rows += [(lora.name, lora.base, f"{lora.size / 1e6:.1f} MB", lora.short_hash, str(lora.path)) for lora in good]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    for path, problem in bad:
+        print(f"cannot use {path}: {problem}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from desktop.engine import benchmark
 
@@ -451,5 +478,5 @@ def cmd_package(args) -> int:
     return packaging.run(args)
 
 
-COMMANDS = {"package": cmd_package, "generate": cmd_generate, "upscale": cmd_upscale, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+COMMANDS = {"package": cmd_package, "generate": cmd_generate, "upscale": cmd_upscale, "loras": cmd_loras, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
             "gallery": cmd_gallery}

@@ -90,6 +90,7 @@ def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> "E
         precision=overrides.precision or settings.precision,
         attention_slicing=overrides.attention_slicing or settings.attention_slicing,
         attention_budget_mb=settings.attention_budget_mb,
+        lora_folders=tuple(settings.lora_folders),
     )
 
 
@@ -124,14 +125,16 @@ class GenerationService:
         inputs = edit_inputs(self.gallery, request)
         result = self.engine.generate(request, on_step=on_step, cancel=cancel, inputs=inputs)
         model = result.model.as_dict()
-        saved = [self._save(image, result.request.for_image(seed), model, out_dir)
+        loras = tuple({"name": lora.name, "hash": lora.short_hash} for lora in result.loras)
+        saved = [self._save(image, result.request.for_image(seed), model, out_dir, loras)
                  for image, seed in zip(result.images, result.seeds)]
         return JobResult(saved, result)
 
-    def _save(self, image, request: GenerationRequest, model: dict, out_dir: Path | None) -> SavedImage:
+    def _save(self, image, request: GenerationRequest, model: dict, out_dir: Path | None,
+              loras: tuple[dict, ...]) -> SavedImage:
         strip = self.settings.strip_metadata
         if out_dir is not None:
-            path = write_image(image, out_dir, request, model, strip, time.time())
+            path = write_image(image, out_dir, request, model, strip, time.time(), loras)
             return SavedImage(path, request, image, None)
-        record = self.gallery.save_image(image, request, model, strip)
+        record = self.gallery.save_image(image, request, model, strip, loras)
         return SavedImage(record.path, request, image, record)

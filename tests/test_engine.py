@@ -101,9 +101,10 @@ def test_empty_prompt_is_allowed(engine):
     assert engine.generate(GenerationRequest("", seed=1, **SMALL)).images
 
 
-def test_extra_network_tags_are_named_as_not_applied(engine):
-    result = engine.generate(GenerationRequest("a red circle <lora:detail:0.6>", seed=1, **SMALL))
-    assert result.warnings == ["Not applied (this version cannot load extra networks yet): <lora:detail:0.6>."]
+def test_extra_network_tags_other_than_loras_are_named_as_not_applied(engine):
+    result = engine.generate(GenerationRequest("a red circle <hypernet:detail:0.6>", negative_prompt="<lora:x:1>",
+                                               seed=1, **SMALL))
+    assert result.warnings == ["Not applied (only LoRAs in the prompt are): <hypernet:detail:0.6>, <lora:x:1>."]
 
 
 def test_nan_output_is_an_error_not_an_image(engine):

@@ -97,3 +97,33 @@ def save_tiny_inpainting_model(folder: Path) -> Path:
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def write_random_lora(path: Path, pipe, fmt: str = "kohya", seed: int = 0, rank: int = 4, scale: float = 0.3,
+                      text_encoder: bool = True) -> Path:
+    """A LoRA with random weights for `pipe`'s attention layers, as kohya/A1111 or diffusers write one."""
+    import re
+
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    parts = [("unet", pipe.unet, r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")]
+    if text_encoder:
+        parts.append(("text_encoder", pipe.text_encoder, r"self_attn\.(q_proj|k_proj|v_proj|out_proj)$"))
+    for part, model, pattern in parts:
+        for name, module in model.named_modules():
+            if not re.search(pattern, name):
+                continue
+            down = torch.randn(rank, module.in_features, generator=generator) * scale
+            up = torch.randn(module.out_features, rank, generator=generator) * scale
+            if fmt == "kohya":
+                prefix = ("lora_unet_" if part == "unet" else "lora_te_") + name.replace(".", "_")
+                tensors.update({f"{prefix}.lora_down.weight": down, f"{prefix}.lora_up.weight": up,
+                                f"{prefix}.alpha": torch.tensor(float(rank))})
+            else:
+                tensors.update({f"{part}.{name}.lora_A.weight": down, f"{part}.{name}.lora_B.weight": up})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

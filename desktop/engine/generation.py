@@ -17,6 +17,7 @@ from typing import Callable
 
 from desktop.engine import attention, conditioning, inpainting, schedulers
 from desktop.engine.editing import denoising_steps
+from desktop.engine.lora_apply import LoraState
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
@@ -46,6 +47,7 @@ class GenerationResult:
     timings: dict[str, float]  # seconds: load, encode, denoise, decode, total
     step_seconds: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    loras: list = field(default_factory=list)  # the LoraFiles applied
 
 
 @dataclass
@@ -60,6 +62,7 @@ class LoadedModel:
     encode_clock: list[float]  # seconds spent in text encoders, accumulated by hooks
     load_seconds: float
     edit_pipes: dict = field(default_factory=dict)  # "image"/"inpaint" -> a pipeline sharing pipe's modules
+    lora_state: LoraState = field(default_factory=LoraState)
 
     def pipeline(self, task: str):
         """The pipeline for a task ("text", "image" or "inpaint"), sharing this model's weights."""
@@ -85,6 +88,7 @@ class EngineOptions:
     precision: str | None = None  # None/"auto": per device
     attention_slicing: str = "auto"
     attention_budget_mb: int = attention.DEFAULT_BUDGET_BYTES // 2**20
+    lora_folders: tuple[str, ...] = ()  # besides <data dir>/loras
 
 
 class Engine:
@@ -193,6 +197,7 @@ class Engine:
             raise GenerationCancelled()
         req = self.resolve(request, loaded, inputs)
         pipe = loaded.pipe
+        applied = self._apply_loras(loaded, req)
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
         warnings = prompt_warnings(pipe, req)
         for text in warnings:
@@ -221,7 +226,23 @@ class Engine:
             "decode": decode,
             "total": time.perf_counter() - started,
         }
-        return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings)
+        return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings,
+                                applied)
+
+    def _apply_loras(self, loaded: LoadedModel, req: GenerationRequest) -> list:
+        """The prompt's <lora:...> tags, resolved, checked against the model and made active (files
+        stay loaded across jobs). Returns the LoraFiles applied (weight not 0), for the metadata."""
+        from desktop.engine import lora_apply, loras
+
+        uses = loras.uses_in(req.prompt)
+        if not uses and not loaded.lora_state.active:
+            return []
+        wanted = loras.resolve(uses, loras.lora_folders(self.options.lora_folders))
+        unet = loaded.pipe.unet.config
+        for _, lora in wanted:
+            loras.check_fits(lora, unet.cross_attention_dim, loaded.info.kind, loaded.info.name)
+        lora_apply.apply(loaded.pipe, loaded.lora_state, wanted)
+        return [lora for use, lora in wanted if use.te or use.unet]
 
     @staticmethod
     def _edit_plan(req: GenerationRequest, loaded: LoadedModel, inputs: dict | None, seed: int):
@@ -388,14 +409,15 @@ def decode_latents(pipe, latents, check: bool = True):
 
 
 def prompt_warnings(pipe, req: GenerationRequest) -> list[str]:
-    """What of the prompt the model will not use: extra-network tags (LoRA is not applied yet), and
+    """What of the prompt the model will not use: extra-network tags other than the prompt's LoRAs, and
     for pipelines without A1111-style chunking (an SDXL refiner) the tokens past the encoder's window."""
     from desktop.engine.prompt_syntax import strip_extra_networks
 
     warnings = []
-    tags = strip_extra_networks(req.prompt)[1] + strip_extra_networks(req.negative_prompt)[1]
+    tags = [(kind, args) for kind, args in strip_extra_networks(req.prompt)[1] if kind.lower() != "lora"]
+    tags += strip_extra_networks(req.negative_prompt)[1]  # A1111 reads extra networks in the prompt only
     if tags:
-        warnings.append("Not applied (this version cannot load extra networks yet): "
+        warnings.append("Not applied (only LoRAs in the prompt are): "
                         + ", ".join(f"<{kind}:{args}>" for kind, args in tags) + ".")
     if conditioning.supports(pipe):
         return warnings

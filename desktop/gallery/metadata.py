@@ -27,7 +27,7 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(ch in value for ch in ",:\n\"") else value
 
 
-def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
+def a1111_parameters(req: GenerationRequest, model_name: str, loras: tuple[dict, ...] = ()) -> str:
     fields = [
         ("Steps", str(req.steps)),
         ("Sampler", req.scheduler or ""),
@@ -37,6 +37,8 @@ def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
         ("Model", model_name),
         *edit_fields(req),
     ]
+    if loras:  # A1111's own field, so other tools and sites find the LoRAs by hash
+        fields.append(("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras)))
     lines = [req.prompt]
     # A line of the prompt that starts like the negative line would be read as one, unless a real
     # negative line follows it (readers take the last one).
@@ -63,18 +65,21 @@ def edit_fields(req: GenerationRequest) -> list[tuple[str, str]]:
     return fields
 
 
-def app_record(req: GenerationRequest, model: dict, created: float | None = None) -> str:
+def app_record(req: GenerationRequest, model: dict, created: float | None = None, loras: tuple[dict, ...] = ()) -> str:
     record = {"schema": APP_SCHEMA, "kind": req.kind, "request": req.to_dict(), "model": model}
+    if loras:
+        record["loras"] = list(loras)
     if created is not None:
         record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
-def text_chunks(req: GenerationRequest, model: dict, created: float | None = None) -> dict[str, str]:
-    """`req` is what made one image: its own seed, count 1."""
+def text_chunks(req: GenerationRequest, model: dict, created: float | None = None,
+                loras: tuple[dict, ...] = ()) -> dict[str, str]:
+    """`req` is what made one image: its own seed, count 1. `loras`: those applied, {"name", "hash"} each."""
     return {
-        A1111_KEY: a1111_parameters(req, model.get("name", "")),
-        APP_KEY: app_record(req, model, created),
+        A1111_KEY: a1111_parameters(req, model.get("name", ""), loras),
+        APP_KEY: app_record(req, model, created, loras),
     }
 
 

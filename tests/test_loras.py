@@ -1,0 +1,151 @@
+"""LoRAs as A1111 users write them: random LoRA files written in code (kohya and diffusers formats),
+applied to the tiny pipeline and the shipped model through the engine, the CLI and the metadata."""
+
+import hashlib
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_cli import run_cli
+from test_shipped_model import SHIPPED
+from tiny_models import build_tiny_pipeline, write_random_lora
+
+from desktop import paths
+from desktop.engine import loras
+from desktop.engine.request import GenerationRequest
+from desktop.errors import LatentStudioError
+
+SMALL = {"steps": 2, "width": 64, "height": 64, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture
+def lora_dir(isolated_home):
+    return paths.data_dir() / "loras"
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0], dtype=np.float64)
+
+
+def test_weight_zero_is_exactly_no_lora_and_the_change_grows_with_the_weight(engine, tiny_pipe, lora_dir):
+    write_random_lora(lora_dir / "style.safetensors", tiny_pipe, "kohya")
+    plain = pixels(engine.generate(GenerationRequest("a red circle", **SMALL)))
+    zero = engine.generate(GenerationRequest("a red circle <lora:style:0>", **SMALL))
+    assert np.array_equal(pixels(zero), plain) and zero.loras == []
+    gaps = [np.abs(pixels(engine.generate(GenerationRequest(f"a red circle <lora:style:{w}>", **SMALL))) - plain).mean()
+            for w in (0.3, 1.0)]
+    assert 0 < gaps[0] < gaps[1], gaps
+    assert np.array_equal(pixels(engine.generate(GenerationRequest("a red circle", **SMALL))), plain)  # off again
+
+
+def test_diffusers_format_and_two_loras_combine_without_reloading_for_new_weights(engine, tiny_pipe, lora_dir):
+    write_random_lora(lora_dir / "one.safetensors", tiny_pipe, "kohya", seed=1)
+    write_random_lora(lora_dir / "two.safetensors", tiny_pipe, "diffusers", seed=2)
+    one = pixels(engine.generate(GenerationRequest("x <lora:one:1>", **SMALL)))
+    two = pixels(engine.generate(GenerationRequest("x <lora:two:1>", **SMALL)))
+    both = engine.generate(GenerationRequest("x <lora:one:1> <lora:two:1>", **SMALL))
+    assert [lora.name for lora in both.loras] == ["one", "two"]
+    assert not np.array_equal(pixels(both), one) and not np.array_equal(pixels(both), two)
+    state = engine.loaded.lora_state
+    loaded = state.files_loaded
+    engine.generate(GenerationRequest("x <lora:one:0.5> <lora:two:0.7:0.2>", **SMALL))
+    assert state.files_loaded == loaded == 2  # only the weights changed: nothing was read again
+
+
+def test_text_encoder_and_unet_weights_apart(engine, tiny_pipe, lora_dir):
+    write_random_lora(lora_dir / "te.safetensors", tiny_pipe, "kohya", seed=4)
+    plain = pixels(engine.generate(GenerationRequest("a red circle", **SMALL)))
+    unet_only = pixels(engine.generate(GenerationRequest("a red circle <lora:te:0:1>", **SMALL)))
+    te_only = pixels(engine.generate(GenerationRequest("a red circle <lora:te:1:0>", **SMALL)))
+    assert not np.array_equal(unet_only, plain) and not np.array_equal(te_only, plain)
+    assert not np.array_equal(unet_only, te_only)
+
+
+def test_the_hash_is_a1111s_and_metadata_names_it(tiny_model, tiny_pipe, lora_dir, tmp_path):
+    path = write_random_lora(lora_dir / "my style.safetensors", tiny_pipe, "kohya")
+    data = path.read_bytes()
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    expected = hashlib.sha256(data[start:]).hexdigest()[:12]  # A1111: sha256 of what follows the header
+    info = loras.read(path)
+    assert info.short_hash == expected and info.format == "kohya" and info.context == 32
+
+    proc = run_cli("generate", "a red circle <lora:my style:0.8>", "--model", tiny_model, "--size", "64",
+                   "--steps", "2", "--seed", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    image = Image.open(json.loads(proc.stdout)["images"][0]["path"])
+    assert image.text["parameters"].startswith("a red circle <lora:my style:0.8>\n")  # the tags stay
+    assert f'Lora hashes: "my style: {expected}"' in image.text["parameters"]
+    assert json.loads(image.text["latent_studio"])["loras"] == [{"name": "my style", "hash": expected}]
+    from sd_parsers import ParserManager
+
+    parsed = ParserManager().parse(image)
+    assert "<lora:my style:0.8>" in parsed.prompts[0].value
+    # sd-parsers splits A1111's settings line at every ':' and drops quoted fields such as A1111's own
+    # `Lora hashes: "a: 1, b: 2"`, so the field is in what it read, not in its parsed metadata.
+    assert f'Lora hashes: "my style: {expected}"' in parsed.raw_parameters["parameters"]
+
+    listing = run_cli("loras", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout) == [info.as_dict()]
+
+
+def test_sshs_model_hash_metadata_wins(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    path = tmp_path / "declared.safetensors"
+    save_file({"lora_unet_x_attn2_to_k.lora_down.weight": torch.zeros(4, 768)}, str(path),
+              metadata={"sshs_model_hash": "ABCDEF0123456789" * 4})
+    info = loras.read(path)
+    assert info.short_hash == "abcdef012345" and info.base == "SD 1.x"
+
+
+def test_errors_name_the_problem(engine, tiny_pipe, lora_dir, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    lora_dir.mkdir(parents=True)
+    write_random_lora(lora_dir / "detail-tweaker.safetensors", tiny_pipe, "kohya")
+    save_file({"lora_unet_a_attn2_to_k.lora_down.weight": torch.zeros(4, 2048),
+               "lora_te1_b.lora_down.weight": torch.zeros(4, 768)}, str(lora_dir / "xl-style.safetensors"))
+    save_file({"lora_unet_a.hada_w1_a": torch.zeros(4, 4)}, str(lora_dir / "loha.safetensors"))
+    (lora_dir / "empty.safetensors").write_bytes(b"")
+    (lora_dir / "noise.safetensors").write_bytes(os.urandom(2048))
+    (lora_dir / "old.pt").write_bytes(b"pickle")
+    cases = {
+        "<lora:detail-tweak:1>": "Closest installed: detail-tweaker",
+        "<lora:xl-style:1>": "is for SDXL; the model tiny-sd is SD (custom)",
+        "<lora:loha:1>": "LyCORIS LoHa network, which is not supported",
+        "<lora:empty:1>": "is empty (0 bytes)",
+        "<lora:noise:1>": "not a valid .safetensors file",
+        "<lora:detail-tweaker:lots>": "weight that is not a number",
+    }
+    for tag, message in cases.items():
+        with pytest.raises(LatentStudioError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            engine.generate(GenerationRequest(f"x {tag}", **SMALL))
+        assert engine.generate(GenerationRequest("x <lora:detail-tweaker:1>", **SMALL)).loras  # the next job runs
+    with pytest.raises(LatentStudioError, match="pickled LoRA"):
+        loras.read_header(lora_dir / "old.pt")
+    proc = run_cli("generate", "x <lora:xl-style:1>", "--size", "64", "--steps", "1")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "SDXL" in proc.stderr
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="no shipped model")
+def test_on_the_shipped_model(engine, lora_dir):
+    from desktop.engine.models import ModelRegistry
+
+    engine.registry = ModelRegistry()
+    loaded = engine.load(str(SHIPPED))
+    write_random_lora(lora_dir / "shapes.safetensors", loaded.pipe, "diffusers", scale=0.2)
+    request = GenerationRequest("a red circle on a blue background", seed=7, model=str(SHIPPED))
+    plain = pixels(engine.generate(request))
+    assert np.array_equal(pixels(engine.generate(request.replace(prompt=request.prompt + " <lora:shapes:0>"))), plain)
+    assert not np.array_equal(pixels(engine.generate(request.replace(prompt=request.prompt + " <lora:shapes:1>"))), plain)
