@@ -149,3 +149,19 @@ def test_on_the_shipped_model(engine, lora_dir):
     plain = pixels(engine.generate(request))
     assert np.array_equal(pixels(engine.generate(request.replace(prompt=request.prompt + " <lora:shapes:0>"))), plain)
     assert not np.array_equal(pixels(engine.generate(request.replace(prompt=request.prompt + " <lora:shapes:1>"))), plain)
+
+
+def test_fused_output_matches_unfused_and_weights_come_back_exactly(engine, tiny_pipe, lora_dir):
+    from desktop.engine import lora_apply
+
+    write_random_lora(lora_dir / "a.safetensors", tiny_pipe, "kohya", seed=5)
+    plain = pixels(engine.generate(GenerationRequest("a red circle", **SMALL)))
+    fused = pixels(engine.generate(GenerationRequest("a red circle <lora:a:0.8>", **SMALL)))
+    state = engine.loaded.lora_state
+    assert state.fused
+    lora_apply.unfuse(engine.loaded.pipe, state)  # the same LoRA, unfused: peft's own layers
+    unfused = pixels(engine.generate(GenerationRequest("a red circle <lora:a:0.8>", **SMALL)))
+    assert np.abs(fused - unfused).max() <= 2  # floating point order only
+    for prompt in ("a red circle <lora:a:0.5>", "a red circle <lora:a:0>", "a red circle"):
+        engine.generate(GenerationRequest(prompt, **SMALL))
+    assert np.array_equal(pixels(engine.generate(GenerationRequest("a red circle", **SMALL))), plain)

@@ -11,6 +11,8 @@ Parts:
   edit       one process: text to image, then image to image (strength 0.5), then inpainting, with
              peak memory of each and whether the edit pipelines share the loaded weights; then an
              upscale 2x of a 512 image with the VAE tiled and not tiled (peak memory of each)
+  lora       seconds per step with no LoRA, a rank-4 LoRA fused (as the app runs it) and the same
+             LoRA unfused, alternating in one process; the ratios to no LoRA
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from desktop import paths
 log = logging.getLogger(__name__)
 
 RANDOM_SD15 = "sd15-random"
-PARTS = ("overhead", "slicing", "precision", "edit")
+PARTS = ("overhead", "slicing", "precision", "edit", "lora")
 PROMPT = "a red circle on a blue background"
 
 
@@ -291,7 +293,54 @@ def worker_upscale(spec: dict) -> dict:
             "peak_mb": mem.delta_mb}
 
 
-WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale}
+def write_random_lora(pipe, path: Path, rank: int = 4) -> None:
+    """A kohya-format LoRA with random weights on every attention projection of the UNet and text encoder."""
+    import re
+
+    import torch
+    from safetensors.torch import save_file
+
+    generator, tensors = torch.Generator().manual_seed(0), {}
+    for prefix, model, pattern in (("lora_unet_", pipe.unet, r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$"),
+                                   ("lora_te_", pipe.text_encoder, r"self_attn\.(q|k|v|out)_proj$")):
+        for name, module in model.named_modules():
+            if re.search(pattern, name):
+                key = prefix + name.replace(".", "_")
+                tensors[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.05
+                tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.05
+                tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(path))
+
+
+def worker_lora(spec: dict) -> dict:
+    """Seconds per step: no LoRA, the LoRA fused, the LoRA unfused; alternated, medians compared."""
+    import tempfile
+
+    from desktop.engine import lora_apply
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-lora-"))
+    engine = _engine(spec["model"], spec.get("device"), spec.get("precision"), "auto")
+    engine.options.lora_folders = (str(folder),)
+    loaded = engine.loaded
+    write_random_lora(loaded.pipe, folder / "bench.safetensors")
+    base = _request(spec["size"], spec["steps"], spec["model"])
+    with_lora = base.replace(prompt=PROMPT + " <lora:bench:0.8>")
+    engine.generate(with_lora.replace(width=64, height=64, steps=1))  # loads the file, warms up
+    times: dict[str, list[float]] = {"none": [], "fused": [], "unfused": []}
+    for _ in range(spec["repeats"]):
+        times["none"] += engine.generate(base).step_seconds[1:]
+        times["fused"] += engine.generate(with_lora).step_seconds[1:]
+        lora_apply.unfuse(loaded.pipe, loaded.lora_state)  # same LoRA and weights, peft's unfused layers
+        times["unfused"] += engine.generate(with_lora).step_seconds[1:]
+        engine.generate(base.replace(width=64, height=64, steps=1))  # back to none (restores the weights)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {"device": loaded.placement.device, "precision": loaded.placement.precision,
+            "sec_per_step": medians, "fused_vs_none_pct": 100 * (medians["fused"] / medians["none"] - 1),
+            "unfused_vs_none_pct": 100 * (medians["unfused"] / medians["none"] - 1)}
+
+
+WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale,
+           "lora": worker_lora}
 
 
 def _run_worker(kind: str, spec: dict) -> dict:
@@ -358,6 +407,10 @@ def run(args) -> int:
                                                       "label": f"upscale 2x of {sizes[0]}, VAE tiling {'on' if tiling else 'off'}"})
                               for tiling in (True, False)]
 
+    if "lora" in parts:
+        results["lora"] = _run_worker("lora", {**base, "size": sizes[0], "repeats": args.repeats,
+                                               "label": f"no LoRA, fused, unfused at {sizes[0]}"})
+
     print(format_table(results))
     out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +447,15 @@ def format_table(results: dict) -> str:
         lines.append(f"  PSNR bf16 vs fp32: {results['precision_psnr_db']:.1f} dB")
     if "edit" in results:
         lines += ["", *_edit_lines(results)]
+    if "lora" in results:
+        lo = results["lora"]
+        lines += ["", "LoRA (rank 4 on every attention projection)"]
+        if "error" in lo:
+            lines.append(f"  failed: {lo['error']}")
+        else:
+            s = lo["sec_per_step"]
+            lines.append(f"  s/step: none {s['none']:.3f}  fused {s['fused']:.3f} ({lo['fused_vs_none_pct']:+.1f} %)"
+                         f"  unfused {s['unfused']:.3f} ({lo['unfused_vs_none_pct']:+.1f} %)  ({lo['device']}/{lo['precision']})")
     return "\n".join(lines)
 
 
