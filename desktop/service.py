@@ -91,6 +91,7 @@ def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> "E
         attention_slicing=overrides.attention_slicing or settings.attention_slicing,
         attention_budget_mb=settings.attention_budget_mb,
         lora_folders=tuple(settings.lora_folders),
+        embedding_folders=tuple(settings.embedding_folders),
     )
 
 
@@ -125,16 +126,17 @@ class GenerationService:
         inputs = edit_inputs(self.gallery, request)
         result = self.engine.generate(request, on_step=on_step, cancel=cancel, inputs=inputs)
         model = result.model.as_dict()
-        loras = tuple({"name": lora.name, "hash": lora.short_hash} for lora in result.loras)
-        saved = [self._save(image, result.request.for_image(seed), model, out_dir, loras)
+        networks = tuple({"kind": kind, "name": n.name, "hash": n.short_hash}
+                         for kind, used in (("lora", result.loras), ("embedding", result.embeddings)) for n in used)
+        saved = [self._save(image, result.request.for_image(seed), model, out_dir, networks)
                  for image, seed in zip(result.images, result.seeds)]
         return JobResult(saved, result)
 
     def _save(self, image, request: GenerationRequest, model: dict, out_dir: Path | None,
-              loras: tuple[dict, ...]) -> SavedImage:
+              networks: tuple[dict, ...]) -> SavedImage:
         strip = self.settings.strip_metadata
         if out_dir is not None:
-            path = write_image(image, out_dir, request, model, strip, time.time(), loras)
+            path = write_image(image, out_dir, request, model, strip, time.time(), networks)
             return SavedImage(path, request, image, None)
-        record = self.gallery.save_image(image, request, model, strip, loras)
+        record = self.gallery.save_image(image, request, model, strip, networks)
         return SavedImage(record.path, request, image, record)

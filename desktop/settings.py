@@ -36,6 +36,7 @@ class Settings:
     model: str | None = None  # name or path of the selected model; None = shipped default
     model_folders: list[str] = field(default_factory=list)
     lora_folders: list[str] = field(default_factory=list)  # besides <data dir>/loras (an A1111 models/Lora)
+    embedding_folders: list[str] = field(default_factory=list)  # besides <data dir>/embeddings
     gallery_dir: str | None = None
     strip_metadata: bool = False  # privacy: write images without any text chunks
     window_geometry: str | None = None  # the window's last size and place (Qt's saveGeometry, base64)

@@ -1,5 +1,6 @@
-"""LoRAs as A1111 users write them: random LoRA files written in code (kohya and diffusers formats),
-applied to the tiny pipeline and the shipped model through the engine, the CLI and the metadata."""
+"""LoRAs and embeddings as A1111 users write them: random LoRA files written in code (kohya and diffusers
+formats) and embeddings, applied to the tiny pipeline and the shipped model through the engine, the CLI
+and the metadata."""
 
 import hashlib
 import json
@@ -17,6 +18,7 @@ from desktop import paths
 from desktop.engine import loras
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
+from desktop.gallery.store import Gallery
 
 SMALL = {"steps": 2, "width": 64, "height": 64, "seed": 3}
 
@@ -83,7 +85,7 @@ def test_the_hash_is_a1111s_and_metadata_names_it(tiny_model, tiny_pipe, lora_di
     image = Image.open(json.loads(proc.stdout)["images"][0]["path"])
     assert image.text["parameters"].startswith("a red circle <lora:my style:0.8>\n")  # the tags stay
     assert f'Lora hashes: "my style: {expected}"' in image.text["parameters"]
-    assert json.loads(image.text["latent_studio"])["loras"] == [{"name": "my style", "hash": expected}]
+    assert json.loads(image.text["latent_studio"])["networks"] == [{"kind": "lora", "name": "my style", "hash": expected}]
     from sd_parsers import ParserManager
 
     parsed = ParserManager().parse(image)
@@ -165,3 +167,39 @@ def test_fused_output_matches_unfused_and_weights_come_back_exactly(engine, tiny
     for prompt in ("a red circle <lora:a:0.5>", "a red circle <lora:a:0>", "a red circle"):
         engine.generate(GenerationRequest(prompt, **SMALL))
     assert np.array_equal(pixels(engine.generate(GenerationRequest("a red circle", **SMALL))), plain)
+
+
+def test_an_embedding_changes_only_its_own_token_and_is_recorded(engine, tiny_pipe, isolated_home):
+    import torch
+    from safetensors.torch import save_file
+
+    from desktop.engine import conditioning
+
+    folder = paths.data_dir() / "embeddings"
+    folder.mkdir(parents=True)
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(9))  # two vectors, 32 wide
+    save_file({"emb_params": vectors}, str(folder / "shinyemb.safetensors"))
+    before = engine.generate(GenerationRequest("a red circle", **SMALL))
+    pipe = engine.loaded.pipe
+    encoded = conditioning.encode(pipe, "a red circle").hidden
+    result = engine.generate(GenerationRequest("a red circle shinyemb", **SMALL))
+    assert [e.name for e in result.embeddings] == ["shinyemb"]
+    assert torch.equal(conditioning.encode(pipe, "a red circle").hidden, encoded)  # other prompts: unchanged
+    ids = conditioning.chunks(pipe.tokenizer, "a red circle shinyemb")[0].tokens
+    plain_ids = conditioning.chunks(pipe.tokenizer, "a red circle")[0].tokens
+    added = [i for i in ids if i not in plain_ids]
+    assert len(added) == 2  # the name stands for both of its vectors
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.allclose(table[added], vectors)
+    assert np.array_equal(pixels(engine.generate(GenerationRequest("a red circle", **SMALL))), pixels(before))
+    expected = hashlib.sha256((folder / "shinyemb.safetensors").read_bytes()).hexdigest()[:12]
+    with Gallery(paths.data_dir() / "g") as gallery:
+        from desktop.service import GenerationService
+        from desktop.settings import Settings
+
+        service = GenerationService(Settings(model=engine.default_model, device="cpu", precision="fp32"), gallery)
+        saved = service.run(service.accept(GenerationRequest("a red circle shinyemb", **SMALL))).saved[0]
+    assert f'TI hashes: "shinyemb: {expected}"' in Image.open(saved.path).text["parameters"]
+    save_file({"emb_params": torch.zeros(1, 768)}, str(folder / "wideemb.safetensors"))
+    with pytest.raises(LatentStudioError, match="wideemb is for SD 1.x"):
+        engine.generate(GenerationRequest("x wideemb", **SMALL))

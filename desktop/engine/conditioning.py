@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from desktop.engine.embeddings import expand
 from desktop.engine.prompt_syntax import BREAK, parse_attention, prompt_schedule, strip_extra_networks
 
 COMMA_BACKTRACK = 20  # A1111's default comma_padding_backtrack
@@ -43,7 +44,7 @@ def chunks(tokenizer, text: str) -> list[Chunk]:
     padding = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
     comma = tokenizer.get_vocab().get(",</w>")
     pieces = parse_attention(strip_extra_networks(text)[0])
-    tokenized = tokenizer([p for p, _ in pieces], truncation=False, add_special_tokens=False).input_ids
+    tokenized = tokenizer([expand(tokenizer, p) for p, _ in pieces], truncation=False, add_special_tokens=False).input_ids
     done: list[Chunk] = []
     chunk, last_comma = Chunk(), -1
 

@@ -48,6 +48,7 @@ class GenerationResult:
     step_seconds: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     loras: list = field(default_factory=list)  # the LoraFiles applied
+    embeddings: list = field(default_factory=list)  # the Embeddings the prompts used
 
 
 @dataclass
@@ -63,6 +64,7 @@ class LoadedModel:
     load_seconds: float
     edit_pipes: dict = field(default_factory=dict)  # "image"/"inpaint" -> a pipeline sharing pipe's modules
     lora_state: LoraState = field(default_factory=LoraState)
+    embeddings: dict = field(default_factory=dict)  # name -> Embedding loaded into the text encoders
 
     def pipeline(self, task: str):
         """The pipeline for a task ("text", "image" or "inpaint"), sharing this model's weights."""
@@ -89,6 +91,7 @@ class EngineOptions:
     attention_slicing: str = "auto"
     attention_budget_mb: int = attention.DEFAULT_BUDGET_BYTES // 2**20
     lora_folders: tuple[str, ...] = ()  # besides <data dir>/loras
+    embedding_folders: tuple[str, ...] = ()  # besides <data dir>/embeddings
 
 
 class Engine:
@@ -198,6 +201,7 @@ class Engine:
         req = self.resolve(request, loaded, inputs)
         pipe = loaded.pipe
         applied = self._apply_loras(loaded, req)
+        embeddings = self._load_embeddings(loaded, req)
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
         warnings = prompt_warnings(pipe, req)
         for text in warnings:
@@ -227,7 +231,21 @@ class Engine:
             "total": time.perf_counter() - started,
         }
         return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings,
-                                applied)
+                                applied, embeddings)
+
+    def _load_embeddings(self, loaded: LoadedModel, req: GenerationRequest) -> list:
+        """Embeddings the prompts name, loaded into the text encoders the first time (then kept)."""
+        from desktop.engine import embeddings
+
+        folders = embeddings.embedding_folders(self.options.embedding_folders)
+        used = []
+        for path in embeddings.named_in([req.prompt, req.negative_prompt], folders):
+            if path.stem not in loaded.embeddings:
+                embedding = embeddings.read(path)
+                embeddings.load_into(loaded.pipe, embedding)
+                loaded.embeddings[path.stem] = embedding
+            used.append(loaded.embeddings[path.stem])
+        return used
 
     def _apply_loras(self, loaded: LoadedModel, req: GenerationRequest) -> list:
         """The prompt's <lora:...> tags, resolved, checked against the model and made active (files

@@ -17,11 +17,11 @@ def dated_folder(root: Path, when: datetime | None = None) -> Path:
 
 
 def write_image(image, folder: Path, request, model: dict, strip_metadata: bool, created: float,
-                loras: tuple[dict, ...] = ()) -> Path:
+                networks: tuple[dict, ...] = ()) -> Path:
     """One generated image as `<time>-<seed>.png` with its metadata (none when privacy asks)."""
     from desktop.gallery.metadata import text_chunks
 
-    chunks = None if strip_metadata else text_chunks(request, model, created=created, loras=loras)
+    chunks = None if strip_metadata else text_chunks(request, model, created=created, networks=networks)
     return save_png_atomic(image, folder, f"{datetime.fromtimestamp(created):%Y%m%d-%H%M%S}-{request.seed}", chunks)
 
 

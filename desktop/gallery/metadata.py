@@ -27,7 +27,7 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(ch in value for ch in ",:\n\"") else value
 
 
-def a1111_parameters(req: GenerationRequest, model_name: str, loras: tuple[dict, ...] = ()) -> str:
+def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[dict, ...] = ()) -> str:
     fields = [
         ("Steps", str(req.steps)),
         ("Sampler", req.scheduler or ""),
@@ -37,8 +37,10 @@ def a1111_parameters(req: GenerationRequest, model_name: str, loras: tuple[dict,
         ("Model", model_name),
         *edit_fields(req),
     ]
-    if loras:  # A1111's own field, so other tools and sites find the LoRAs by hash
-        fields.append(("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras)))
+    for kind, field_name in (("lora", "Lora hashes"), ("embedding", "TI hashes")):  # A1111's own fields
+        used = [n for n in networks if n["kind"] == kind]
+        if used:
+            fields.append((field_name, ", ".join(f"{n['name']}: {n['hash']}" for n in used)))
     lines = [req.prompt]
     # A line of the prompt that starts like the negative line would be read as one, unless a real
     # negative line follows it (readers take the last one).
@@ -65,21 +67,22 @@ def edit_fields(req: GenerationRequest) -> list[tuple[str, str]]:
     return fields
 
 
-def app_record(req: GenerationRequest, model: dict, created: float | None = None, loras: tuple[dict, ...] = ()) -> str:
+def app_record(req: GenerationRequest, model: dict, created: float | None = None, networks: tuple[dict, ...] = ()) -> str:
     record = {"schema": APP_SCHEMA, "kind": req.kind, "request": req.to_dict(), "model": model}
-    if loras:
-        record["loras"] = list(loras)
+    if networks:
+        record["networks"] = list(networks)
     if created is not None:
         record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
 def text_chunks(req: GenerationRequest, model: dict, created: float | None = None,
-                loras: tuple[dict, ...] = ()) -> dict[str, str]:
-    """`req` is what made one image: its own seed, count 1. `loras`: those applied, {"name", "hash"} each."""
+                networks: tuple[dict, ...] = ()) -> dict[str, str]:
+    """`req` is what made one image: its own seed, count 1. `networks`: the LoRAs and embeddings applied,
+    {"kind": "lora" or "embedding", "name", "hash"} each."""
     return {
-        A1111_KEY: a1111_parameters(req, model.get("name", ""), loras),
-        APP_KEY: app_record(req, model, created, loras),
+        A1111_KEY: a1111_parameters(req, model.get("name", ""), networks),
+        APP_KEY: app_record(req, model, created, networks),
     }
 
 
