@@ -65,6 +65,7 @@ def add_parser(sub) -> None:
 
 def _filters(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--model", help="only images made with this model")
+    cmd.add_argument("--lora", metavar="NAME", help="only images whose prompt applies this LoRA")
     cmd.add_argument("--favourites", action="store_true", help="only favourites")
     cmd.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="made on or after this day")
     cmd.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="made before this day")
@@ -104,7 +105,7 @@ def _image_filter(args):
         width, height = parse_size(args.size)
     return ImageFilter(text=getattr(args, "text", ""), model=args.model, favourites_only=args.favourites,
                        since=args.since, until=args.until, width=width, height=height,
-                       include_missing=not args.present)
+                       include_missing=not args.present, lora=args.lora)
 
 
 def _list(gallery, args) -> int:

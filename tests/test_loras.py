@@ -203,3 +203,15 @@ def test_an_embedding_changes_only_its_own_token_and_is_recorded(engine, tiny_pi
     save_file({"emb_params": torch.zeros(1, 768)}, str(folder / "wideemb.safetensors"))
     with pytest.raises(LatentStudioError, match="wideemb is for SD 1.x"):
         engine.generate(GenerationRequest("x wideemb", **SMALL))
+
+
+def test_the_gallery_filters_by_lora(tiny_model, tiny_pipe, lora_dir):
+    write_random_lora(lora_dir / "ink_wash.safetensors", tiny_pipe, "kohya")
+    for prompt in ("a red circle <lora:ink_wash:0.7>", "a blue square", "a cat <lora:inkXwash:1>"):
+        proc = run_cli("generate", prompt, "--model", tiny_model, "--size", "64", "--steps", "1", "--seed", "1")
+        assert (proc.returncode == 0) == ("inkX" not in prompt), proc.stderr  # inkXwash is not installed
+    listing = run_cli("gallery", "list", "--lora", "ink_wash", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert [r["prompt"] for r in json.loads(listing.stdout)] == ["a red circle <lora:ink_wash:0.7>"]
+    with Gallery(paths.default_gallery_dir()) as gallery:
+        assert gallery.loras() == ["ink_wash"]

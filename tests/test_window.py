@@ -317,3 +317,15 @@ def test_edit_an_image_paint_a_mask_run_it_and_see_its_lineage(qtbot, window, tm
         window.actions.upscale.emit(child)
     upscaled = window.gallery.find(Path(blocker.args[2][0]))
     assert upscaled.request.kind == "upscale" and (upscaled.request.width, upscaled.request.height) == (128, 128)
+
+
+def test_dropping_an_a1111_png_with_loras_keeps_the_tags_and_names_the_missing_ones(qtbot, window, tmp_path):
+    info = PngInfo()
+    info.add_text("parameters", "a castle <lora:not-here:0.7>\nSteps: 20, Sampler: Euler, CFG scale: 7, "
+                                'Seed: 5, Size: 512x512, Lora hashes: "not-here: 0123456789ab"')
+    png = tmp_path / "with lora.png"
+    Image.new("RGB", (64, 64)).save(png, pnginfo=info)
+    with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
+        window.load_settings_from_png(png)
+    assert window.prompt_panel.prompt.toPlainText() == "a castle <lora:not-here:0.7>"
+    assert window.banner.isVisible() and "LoRAs not installed: not-here" in window.banner.text()

@@ -109,6 +109,7 @@ class ImageFilter:
     width: int | None = None
     height: int | None = None
     include_missing: bool = True
+    lora: str | None = None  # only images whose prompt applies this LoRA (<lora:NAME...>)
 
     def where(self) -> tuple[str, list]:
         clauses, params = [], []
@@ -129,6 +130,10 @@ class ImageFilter:
             params.append(self.until)
         if not self.include_missing:
             clauses.append("missing = 0")
+        if self.lora:
+            escaped = self.lora.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("(prompt LIKE ? ESCAPE '\\' OR prompt LIKE ? ESCAPE '\\')")
+            params += [f"%<lora:{escaped}:%", f"%<lora:{escaped}>%"]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -304,6 +304,18 @@ class Gallery:
                                 (self.relative(path),)).fetchone()
         return ImageRecord.from_row(row, self.root) if row else None
 
+    def loras(self) -> list[str]:
+        """The LoRAs the gallery's prompts name, for the filter menu."""
+        from desktop.engine.loras import uses_in
+
+        names = set()
+        for (prompt,) in self.conn.execute("SELECT DISTINCT prompt FROM images WHERE prompt LIKE '%<lora:%'"):
+            try:
+                names.update(use.name for use in uses_in(prompt))
+            except LatentStudioError:  # a tag with a weight that is not a number: still a name
+                continue
+        return sorted(names, key=str.lower)
+
     def models(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT model FROM images WHERE model != '' ORDER BY model")]
 

@@ -187,6 +187,8 @@ class GalleryBrowser(QWidget):
         self.search.setPlaceholderText("Search prompts and tags…")
         self.search.setClearButtonEnabled(True)
         self.models = QComboBox()
+        self.loras = QComboBox()
+        self.loras.setToolTip("Only images made with this LoRA")
         self.favourites = QCheckBox("★ Favourites")
         self.dates = QComboBox()
         self.dates.addItems([label for label, _ in DATE_FILTERS])
@@ -194,7 +196,7 @@ class GalleryBrowser(QWidget):
         self._debounce = QTimer(self, singleShot=True, interval=200)
         self._debounce.timeout.connect(self.apply_filter)
         self.search.textChanged.connect(self._debounce.start)
-        for combo in (self.models, self.dates):
+        for combo in (self.models, self.loras, self.dates):
             combo.currentIndexChanged.connect(self.apply_filter)
         self.favourites.toggled.connect(self.apply_filter)
         self.grid = self._make_grid()
@@ -205,6 +207,7 @@ class GalleryBrowser(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(self.search, 3)
         bar.addWidget(self.models, 1)
+        bar.addWidget(self.loras)
         bar.addWidget(self.dates)
         bar.addWidget(self.favourites)
         bar.addWidget(self.count_label)
@@ -242,8 +245,9 @@ class GalleryBrowser(QWidget):
         self.reload()
 
     def images_added(self, records: list[ImageRecord]) -> None:
-        if any(r.request.model and self.models.findData(r.request.model) < 0 for r in records):
-            self.reload()  # a model the filter menu does not list yet
+        if any(r.request.model and self.models.findData(r.request.model) < 0 for r in records) or any(
+                "<lora:" in r.request.prompt for r in records):
+            self.reload()  # a model or a LoRA the filter menus may not list yet
             return
         self.model.add(records)
         self._show_count()
@@ -266,11 +270,20 @@ class GalleryBrowser(QWidget):
             self.models.addItem(name, name)
         self.models.setCurrentIndex(max(0, self.models.findData(current)))
         self.models.blockSignals(False)
+        current = self.loras.currentData()
+        self.loras.blockSignals(True)
+        self.loras.clear()
+        self.loras.addItem("Any LoRA", None)
+        for name in self.model.gallery.loras():
+            self.loras.addItem(f"<lora:{name}>", name)
+        self.loras.setCurrentIndex(max(0, self.loras.findData(current)))
+        self.loras.setVisible(self.loras.count() > 1)
+        self.loras.blockSignals(False)
         self.apply_filter()
 
     def current_filter(self) -> ImageFilter:
         days = DATE_FILTERS[self.dates.currentIndex()][1]
-        return ImageFilter(text=self.search.text(), model=self.models.currentData(),
+        return ImageFilter(text=self.search.text(), model=self.models.currentData(), lora=self.loras.currentData(),
                            favourites_only=self.favourites.isChecked(),
                            since=time.time() - days * 86400 if days else None)
 

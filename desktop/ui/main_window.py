@@ -462,13 +462,25 @@ class MainWindow(QMainWindow):
             return
         request, dropped = meta.request.keep_valid()
         self._load_request(request)
-        notes = list(meta.notes)
+        notes = list(meta.notes) + self._missing_networks(request)
         if dropped:
             notes.append(f"not used, outside this app's ranges: {', '.join(dropped)}")
         if notes:
             self.show_note(f"Settings loaded from {name} ({meta.source}). Did not map: " + "; ".join(notes) + ".")
         self.statusBar().showMessage(f"Settings loaded from {name} ({meta.source}).", 8000)
         self.settings_loaded.emit(name)
+
+    def _missing_networks(self, request: GenerationRequest) -> list[str]:
+        """The prompt's LoRAs this machine does not have (the tags stay in the prompt)."""
+        from desktop.engine import loras
+
+        try:
+            wanted = {use.name for use in loras.uses_in(request.prompt)}
+        except LatentStudioError as exc:
+            return [str(exc)]
+        installed = loras.find_files(loras.lora_folders(self.settings.lora_folders))
+        missing = sorted(name for name in wanted if name not in installed)
+        return [f"LoRAs not installed: {', '.join(missing)} (put them in {loras.lora_folders()[0]})"] if missing else []
 
     def _import_folder(self) -> None:
         from desktop.gallery import scan
