@@ -329,3 +329,29 @@ def test_dropping_an_a1111_png_with_loras_keeps_the_tags_and_names_the_missing_o
         window.load_settings_from_png(png)
     assert window.prompt_panel.prompt.toPlainText() == "a castle <lora:not-here:0.7>"
     assert window.banner.isVisible() and "LoRAs not installed: not-here" in window.banner.text()
+
+
+def test_the_lora_browser_inserts_tags_and_greys_what_does_not_fit(qtbot, window, tiny_model):
+    import torch
+    from safetensors.torch import save_file
+    from tiny_models import build_tiny_pipeline, write_random_lora
+
+    folder = paths.data_dir() / "loras"
+    write_random_lora(folder / "fits.safetensors", build_tiny_pipeline(paths.cache_dir() / "tok"), "kohya")
+    save_file({"lora_unet_a_attn2_to_k.lora_down.weight": torch.zeros(4, 2048)}, str(folder / "xl-only.safetensors"))
+    browser = window.networks
+    browser.reload()
+    qtbot.waitUntil(lambda: browser.list.count() == 2, timeout=10_000)
+    items = {browser.list.item(i).text().split()[0]: browser.list.item(i) for i in range(2)}
+    assert not items["xl-only"].flags() & Qt.ItemFlag.ItemIsEnabled
+    assert "For SDXL; the selected model is tiny-sd" in items["xl-only"].toolTip()
+    window.prompt_panel.prompt.setPlainText("a red circle")
+    cursor = window.prompt_panel.prompt.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    window.prompt_panel.prompt.setTextCursor(cursor)
+    browser.list.itemClicked.emit(items["fits"])
+    assert window.prompt_panel.prompt.toPlainText() == "a red circle <lora:fits:1>"
+    browser.search.setText("xl")
+    assert browser.list.count() == 1
+    job_id, outcome, saved = run_job(qtbot, window)
+    assert outcome == "finished" and "Lora hashes" in Image.open(saved[0]).text["parameters"]

@@ -37,14 +37,37 @@ def embedding_folders(extra: list[str] | tuple[str, ...] = ()) -> list[Path]:
     return [paths.data_dir() / "embeddings", *(Path(f).expanduser() for f in extra)]
 
 
-def named_in(texts: list[str], folders: list[Path]) -> list[Path]:
-    """The embedding files whose names the texts use as words (A1111 matches names, not tags)."""
+def find_files(folders: list[Path]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
             for path in sorted(folder.rglob("*")):
                 if path.suffix.lower() in (SUFFIX, ".pt", ".bin") and path.is_file():
                     files.setdefault(path.stem, path)
+    return files
+
+
+def base_of(path: Path) -> tuple[str, int] | None:
+    """(base, the cross-attention width of the models it fits) from the header alone; None for a
+    pickle or a file that is not an embedding."""
+    from desktop.engine.loras import BASES, LoraError, read_header
+
+    try:
+        header = read_header(path)[0]
+    except LoraError:
+        return None
+    if "clip_l" in header and "clip_g" in header:
+        return "SDXL", 2048
+    for key in ("emb_params", *(k for k in header if k.startswith("string_to_param"))):
+        shape = header.get(key, {}).get("shape") if isinstance(header.get(key), dict) else None
+        if shape:
+            return BASES.get(int(shape[-1]), f"width {shape[-1]}"), int(shape[-1])
+    return None
+
+
+def named_in(texts: list[str], folders: list[Path]) -> list[Path]:
+    """The embedding files whose names the texts use as words (A1111 matches names, not tags)."""
+    files = find_files(folders)
     joined = "\n".join(texts)
     return [path for name, path in files.items() if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", joined)]
 

@@ -36,7 +36,7 @@ class LoraError(LatentStudioError):
 class LoraFile:
     name: str  # the file stem: what <lora:NAME:W> names
     path: Path
-    base: str  # "SD 1.x", "SD 2.x", "SDXL", or "context N" for another width
+    base: str  # "SD 1.x", "SD 2.x", "SDXL", or "custom base (N wide)" for another width
     context: int | None  # the cross-attention width it was trained for (None: text encoder only)
     format: str  # "kohya" (A1111's) or "diffusers"
     size: int
@@ -85,7 +85,7 @@ def read(path: Path) -> LoraFile:
     """A LoRA file identified from its header alone (and hashed): broken files are named as such."""
     header, metadata, data_start = read_header(path)
     context, fmt = identify(path, header)
-    base = BASES.get(context, f"context {context}") if context else "text encoder only"
+    base = BASES.get(context, f"custom base ({context} wide)") if context else "text encoder only"
     return LoraFile(path.stem, path, base, context, fmt, path.stat().st_size, short_hash(path, metadata, data_start))
 
 

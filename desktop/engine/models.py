@@ -99,6 +99,17 @@ def _family_kind(folder: Path, index: dict) -> str:
     return "SD (custom)"
 
 
+def cross_attention_width(info: ModelInfo) -> int | None:
+    """What LoRAs and embeddings must fit: 768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL (configs only)."""
+    for prefix, width in (("SDXL", 2048), ("SD 2.x", 1024), ("SD 1.x", 768)):
+        if info.kind.startswith(prefix):
+            return width
+    if info.path.is_dir():
+        width = _read_json(info.path / "unet" / "config.json").get("cross_attention_dim")
+        return width if isinstance(width, int) else None
+    return None
+
+
 def read_defaults(folder: Path) -> ModelDefaults:
     """Defaults stored with the model by whoever made it; else sensible ones for its family."""
     unet = _read_json(folder / "unet" / "config.json")

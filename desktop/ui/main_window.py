@@ -47,6 +47,7 @@ class MainWindow(QMainWindow):
         from desktop.ui.image_actions import ImageActions
         from desktop.ui.image_view import ImageView
         from desktop.ui.edit_panel import EditPanel
+        from desktop.ui.network_browser import NetworkBrowser
         from desktop.ui.prompt_panel import PromptPanel
         from desktop.ui.background import BackgroundTasks
         from desktop.ui.instance import InstanceLock
@@ -65,6 +66,7 @@ class MainWindow(QMainWindow):
 
         self.prompt_panel = PromptPanel()
         self.edit_panel = EditPanel(self.tasks, self.prompt_panel.steps)
+        self.networks = NetworkBrowser(self.tasks, lambda: self.settings)
         self.history = HistoryPanel(self.gallery)
         self.preview = ImageView()
         self.progress = QProgressBar()
@@ -95,6 +97,7 @@ class MainWindow(QMainWindow):
         sys.excepthook = self._unexpected  # exceptions in slots reach the banner and the log file
 
         self._load_models()
+        self.networks.reload()
         self._restore()
         self._refresh_queue()
         self._report_set_aside()
@@ -109,11 +112,10 @@ class MainWindow(QMainWindow):
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.prompt_panel)
         left.addWidget(self.edit_panel)
-        history_box = QWidget()
-        box = QVBoxLayout(history_box)
-        box.setContentsMargins(8, 6, 4, 8)
-        box.addWidget(QLabel("<b>Prompt history</b>"))
-        box.addWidget(self.history)
+        history_box = QTabWidget()  # the prompt history, and the LoRAs and embeddings to insert
+        history_box.addTab(self.history, "Prompt history")
+        history_box.addTab(self.networks, "LoRAs && embeddings")
+        history_box.setContentsMargins(8, 6, 4, 8)
         left.addWidget(history_box)
         left.setStretchFactor(0, 3)
         left.setStretchFactor(2, 1)
@@ -173,6 +175,8 @@ class MainWindow(QMainWindow):
         self.actions.upscale.connect(self.upscale_image)
         self.actions.open_record.connect(self._open_detail)
         self.edit_panel.error.connect(self.show_error)
+        self.networks.insert.connect(self._insert_in_prompt)
+        self.networks.error.connect(self.show_error)
         self.edit_panel.show_canvas.connect(lambda: self.stage.setCurrentWidget(self.edit_panel.canvas))
         self.actions.changed.connect(self.browser.images_changed)
         self.actions.removed.connect(self.browser.images_removed)
@@ -203,11 +207,12 @@ class MainWindow(QMainWindow):
         self.preview.update()
 
     def _model_changed(self, ref: str) -> None:
-        from desktop.engine.models import read_defaults
+        from desktop.engine.models import cross_attention_width, read_defaults
 
         try:
             info = self._registry().resolve(ref)
             self.prompt_panel.apply_model_defaults(read_defaults(info.path))
+            self.networks.set_model(cross_attention_width(info), f"{info.name} ({info.kind})")
         except LatentStudioError as exc:
             self.show_error(str(exc))
 
@@ -470,6 +475,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Settings loaded from {name} ({meta.source}).", 8000)
         self.settings_loaded.emit(name)
 
+    def _insert_in_prompt(self, text: str) -> None:
+        editor = self.prompt_panel.prompt
+        cursor = editor.textCursor()
+        before = editor.toPlainText()[: cursor.position()]
+        cursor.insertText((" " if before and not before.endswith((" ", "\n")) else "") + text)
+        editor.setFocus()
+
     def _missing_networks(self, request: GenerationRequest) -> list[str]:
         """The prompt's LoRAs this machine does not have (the tags stay in the prompt)."""
         from desktop.engine import loras
@@ -539,6 +551,7 @@ class MainWindow(QMainWindow):
             self._switch_gallery(gallery)
         self.settings = new
         self._load_models()
+        self.networks.reload()  # its folders may have changed
         return True
 
     def _switch_gallery(self, gallery) -> None:
