@@ -215,3 +215,26 @@ def test_the_gallery_filters_by_lora(tiny_model, tiny_pipe, lora_dir):
     assert [r["prompt"] for r in json.loads(listing.stdout)] == ["a red circle <lora:ink_wash:0.7>"]
     with Gallery(paths.default_gallery_dir()) as gallery:
         assert gallery.loras() == ["ink_wash"]
+
+
+def test_sdxl_embeddings_load_into_both_text_encoders(engine, isolated_home, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    from tiny_models import build_tiny_sdxl_pipeline
+
+    from desktop.engine import conditioning
+
+    model = tmp_path / "tiny-sdxl"
+    build_tiny_sdxl_pipeline(model / "_tok").save_pretrained(model, safe_serialization=True)
+    folder = paths.data_dir() / "embeddings"
+    folder.mkdir(parents=True)
+    clip_l, clip_g = torch.randn(1, 32), torch.randn(1, 32) + 5
+    save_file({"clip_l": clip_l, "clip_g": clip_g}, str(folder / "xlemb.safetensors"))
+    result = engine.generate(GenerationRequest("a xlemb circle", model=str(model), **SMALL))
+    assert [e.name for e in result.embeddings] == ["xlemb"]
+    pipe = engine.loaded.pipe
+    for tokenizer, encoder, vector in ((pipe.tokenizer, pipe.text_encoder, clip_l),
+                                       (pipe.tokenizer_2, pipe.text_encoder_2, clip_g)):
+        token = tokenizer.convert_tokens_to_ids("xlemb")
+        assert torch.allclose(encoder.get_input_embeddings().weight[token], vector[0])
+        assert token in conditioning.chunks(tokenizer, "a xlemb circle")[0].tokens
