@@ -196,12 +196,17 @@ def cmd_models(args) -> int:
         print(f"No models found. Copy a diffusers model folder or a .safetensors checkpoint into "
               f"{paths.user_models_dir()}, add a models folder in the settings, or pass --model PATH.")
         return 0
-    rows = [("NAME", "KIND", "SIZE", "SOURCE", "PATH")]
-    rows += [(m.name, m.kind, f"{model_size(m) / 1e9:.2f} GB", m.source, str(m.path)) for m in models]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    rows = [(m.name, m.kind, f"{model_size(m) / 1e9:.2f} GB", m.source, str(m.path)) for m in models]
+    _print_table(("NAME", "KIND", "SIZE", "SOURCE", "PATH"), rows)
     return 0
+
+
+def _print_table(titles: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns; the last (a path) is left as long as it is."""
+    rows = [titles, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(titles) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1])
 
 
 def _prompts(args) -> list[str]:
@@ -427,11 +432,8 @@ def cmd_loras(args) -> int:
         print(f"No LoRAs found. Copy .safetensors LoRA files into {folders[0]} (or add a LoRA folder in the "
               "settings), then write <lora:NAME:0.8> in a prompt.")
         return 0
-    rows = [("NAME", "BASE", "SIZE", "HASH", "PATH")]
-    rows += [(lora.name, lora.base, f"{lora.size / 1e6:.1f} MB", lora.short_hash, str(lora.path)) for lora in good]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    rows = [(lora.name, lora.base, f"{lora.size / 1e6:.1f} MB", lora.short_hash, str(lora.path)) for lora in good]
+    _print_table(("NAME", "BASE", "SIZE", "HASH", "PATH"), rows)
     for path, problem in bad:
         print(f"cannot use {path}: {problem}")
     return 0

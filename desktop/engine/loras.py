@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import re
 import struct
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from desktop.errors import LatentStudioError
 
 SUFFIX = ".safetensors"
 PICKLES = (".pt", ".ckpt", ".pth", ".bin")
-MAX_HEADER = 100 * 2**20
 # Cross-attention width of each base: the second dimension of a LoRA's down projection of attn2.to_k.
 BASES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 LYCORIS = {"hada_w1_a": "LyCORIS LoHa", "lokr_w1": "LyCORIS LoKr", "oft_blocks": "LyCORIS OFT",
@@ -83,34 +81,24 @@ def list_loras(folders: list[Path]) -> tuple[list[LoraFile], list[tuple[Path, st
 
 def read(path: Path) -> LoraFile:
     """A LoRA file identified from its header alone (and hashed): broken files are named as such."""
-    header, metadata, data_start = read_header(path)
+    header, metadata = read_header(path)
     context, fmt = identify(path, header)
     base = BASES.get(context, f"custom base ({context} wide)") if context else "text encoder only"
-    return LoraFile(path.stem, path, base, context, fmt, path.stat().st_size, short_hash(path, metadata, data_start))
+    return LoraFile(path.stem, path, base, context, fmt, path.stat().st_size, short_hash(path, metadata))
 
 
-def read_header(path: Path) -> tuple[dict, dict, int]:
+def read_header(path: Path) -> tuple[dict, dict]:
+    """The tensors' names and shapes and the file's metadata, checked as checkpoints are (whole,
+    not a pickle, not a Git LFS pointer); a pickled LoRA is refused with the convert command."""
+    from desktop.engine.checkpoints import CheckpointError, read_header_and_metadata
+
     if path.suffix.lower() in PICKLES:
         raise LoraError(f"{path.name} is a pickled LoRA ({path.suffix}), which can run code when loaded; convert it "
                         f"once with `python main.py models convert \"{path}\"` and use the .safetensors file.")
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            if size == 0:
-                raise LoraError(f"{path.name} is empty (0 bytes): a failed download or copy.")
-            raw = fh.read(8)
-            length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
-            if not 2 <= length <= min(MAX_HEADER, size - 8):
-                raise LoraError(f"{path.name} is not a valid .safetensors file (random or damaged bytes).")
-            header = json.loads(fh.read(length))
-    except OSError as exc:
-        raise LoraError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LoraError(f"{path.name} is not a valid .safetensors file (its header is not readable).") from exc
-    if not isinstance(header, dict):
-        raise LoraError(f"{path.name} is not a valid .safetensors file (its header is not a table of tensors).")
-    metadata = header.pop("__metadata__", None)
-    return header, metadata if isinstance(metadata, dict) else {}, 8 + length
+        return read_header_and_metadata(path)
+    except CheckpointError as exc:
+        raise LoraError(str(exc)) from exc
 
 
 def identify(path: Path, header: dict) -> tuple[int | None, str]:
@@ -135,7 +123,7 @@ def identify(path: Path, header: dict) -> tuple[int | None, str]:
     return context, "kohya" if kohya else "diffusers"
 
 
-def short_hash(path: Path, metadata: dict, data_start: int) -> str:
+def short_hash(path: Path, metadata: dict) -> str:
     """A1111's: the file's `sshs_model_hash` metadata when it has one, else the sha256 of the file after
     its header; the first 12 hex digits either way."""
     declared = str(metadata.get("sshs_model_hash", "")).strip().lower()
@@ -143,7 +131,7 @@ def short_hash(path: Path, metadata: dict, data_start: int) -> str:
         return declared[:12]
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        fh.seek(data_start)
+        fh.seek(8 + struct.unpack("<Q", fh.read(8))[0])
         for block in iter(lambda: fh.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
