@@ -355,3 +355,24 @@ def test_the_lora_browser_inserts_tags_and_greys_what_does_not_fit(qtbot, window
     assert browser.list.count() == 1
     job_id, outcome, saved = run_job(qtbot, window)
     assert outcome == "finished" and "Lora hashes" in Image.open(saved[0]).text["parameters"]
+
+
+def test_settings_dialog_sets_lora_and_embedding_folders_and_the_browser_rescans(qtbot, window, tmp_path):
+    from tiny_models import build_tiny_pipeline, write_random_lora
+
+    from desktop.ui.settings_dialog import SettingsDialog
+
+    elsewhere = tmp_path / "A1111" / "models" / "Lora"
+    write_random_lora(elsewhere / "from-a1111.safetensors", build_tiny_pipeline(tmp_path / "tok"), "kohya")
+    dialog = SettingsDialog(window.settings, str(paths.default_gallery_dir()), window)
+    qtbot.addWidget(dialog)
+    dialog.lora_folders.add_folder(str(elsewhere))
+    dialog.embedding_folders.add_folder(str(tmp_path / "embeddings"))
+    new = dialog.result_settings()
+    assert new.lora_folders == [str(elsewhere)] and new.embedding_folders == [str(tmp_path / "embeddings")]
+    assert window.apply_settings(new)
+    qtbot.waitUntil(lambda: window.networks.list.count() == 1, timeout=10_000)
+    assert load_settings().lora_folders == [str(elsewhere)]
+    window.prompt_panel.prompt.setPlainText("a red circle <lora:from-a1111:0.5>")
+    job_id, outcome, saved = run_job(qtbot, window)
+    assert outcome == "finished" and "from-a1111: " in Image.open(saved[0]).text["parameters"]

@@ -1,4 +1,5 @@
-"""Settings: device, precision, attention slicing, model folders, gallery folder, metadata privacy."""
+"""Settings: device, precision, attention slicing, model, LoRA and embedding folders, gallery folder,
+metadata privacy."""
 
 from __future__ import annotations
 
@@ -19,12 +20,9 @@ class SettingsDialog(QDialog):
         self.device = _combo(DEVICE_CHOICES, settings.device)
         self.precision = _combo(PRECISION_CHOICES, settings.precision)
         self.slicing = _combo(SLICING_CHOICES, settings.attention_slicing)
-        self.folders = QListWidget()
-        self.folders.addItems(settings.model_folders)
-        self.folders.setMaximumHeight(100)
-        add, remove = QPushButton("Add folder…"), QPushButton("Remove")
-        add.clicked.connect(self._add_folder)
-        remove.clicked.connect(lambda: [self.folders.takeItem(self.folders.row(i)) for i in self.folders.selectedItems()])
+        self.folders = FolderList(settings.model_folders, "Add a folder of models")
+        self.lora_folders = FolderList(settings.lora_folders, "Add a folder of LoRAs (e.g. A1111's models/Lora)")
+        self.embedding_folders = FolderList(settings.embedding_folders, "Add a folder of embeddings")
         self.gallery = QLineEdit(settings.gallery_dir or "")
         self.gallery.setPlaceholderText(default_gallery)
         browse = QPushButton("Browse…")
@@ -39,11 +37,10 @@ class SettingsDialog(QDialog):
         form.addRow(_hint("auto picks the fastest safe choice for this machine: CUDA > MPS > CPU; fp16 on GPUs, "
                           "fp32 on most CPUs; slicing on MPS. Applies to the next image."))
         form.addRow("Model folders", self.folders)
-        row = QHBoxLayout()
-        row.addWidget(add)
-        row.addWidget(remove)
-        row.addStretch(1)
-        form.addRow("", _wrap(row))
+        form.addRow("LoRA folders", self.lora_folders)
+        form.addRow("Embedding folders", self.embedding_folders)
+        form.addRow(_hint("Besides the models, loras and embeddings folders in the app's data folder, which "
+                          "are always searched."))
         gallery_row = QHBoxLayout()
         gallery_row.addWidget(self.gallery, 1)
         gallery_row.addWidget(browse)
@@ -56,11 +53,6 @@ class SettingsDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(buttons)
 
-    def _add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a folder of models")
-        if folder:
-            self.folders.addItem(folder)
-
     def _pick_gallery(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Gallery folder")
         if folder:
@@ -70,8 +62,41 @@ class SettingsDialog(QDialog):
         return dataclasses.replace(
             self._settings, device=self.device.currentText(), precision=self.precision.currentText(),
             attention_slicing=self.slicing.currentText(),
-            model_folders=[self.folders.item(i).text() for i in range(self.folders.count())],
+            model_folders=self.folders.paths(), lora_folders=self.lora_folders.paths(),
+            embedding_folders=self.embedding_folders.paths(),
             gallery_dir=self.gallery.text().strip() or None, strip_metadata=self.privacy.isChecked())
+
+
+class FolderList(QWidget):
+    """A list of folders with Add and Remove."""
+
+    def __init__(self, folders: list[str], prompt: str):
+        super().__init__()
+        self.prompt = prompt
+        self.list = QListWidget()
+        self.list.addItems(folders)
+        self.list.setMaximumHeight(72)
+        add, remove = QPushButton("Add folder…"), QPushButton("Remove")
+        add.clicked.connect(self._add)
+        remove.clicked.connect(lambda: [self.list.takeItem(self.list.row(i)) for i in self.list.selectedItems()])
+        buttons = QHBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(remove)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+
+    def add_folder(self, folder: str) -> None:
+        if folder and folder not in self.paths():
+            self.list.addItem(folder)
+
+    def paths(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def _add(self) -> None:
+        self.add_folder(QFileDialog.getExistingDirectory(self, self.prompt))
 
 
 def _combo(choices, current: str) -> QComboBox:
