@@ -1,13 +1,15 @@
 """Inpainting with an ordinary (4-channel) model: every prediction keeps the init image where the mask is black.
 
 Measured on the shipped model (10 steps, 3 seeds, a circle image, an ellipse mask; mean pixel error,
-0-255, more than 16 px outside the mask, before the paste-back):
-- diffusers' inpainting pipeline as is: 36 (DDIM) to 50 (Euler a); every sampler gives noisy chaos
+0-255, outside the mask before the paste-back):
+- diffusers' inpainting pipeline as is ("a yellow star", beyond 8 px of the mask): 36 (DDIM) to 50
+  (Euler a); every sampler gives noisy chaos
   outside the shape. The cause is the encoding, not the sampler: diffusers draws a sample of the
   VAE's posterior, whose spread is about 1 for the shipped VAE (trained and used with the mean
   only), so the init latents are noise. Edits therefore encode the posterior's mean
   (generation.mean_encoding).
-- with the mean, blending noised init latents into the sampler's latents after each step (diffusers):
+- with the mean ("a yellow star on a blue background", beyond 16 px), blending noised init latents
+  into the sampler's latents after each step (diffusers):
   Euler 2.5, DPM++ 2M 2.5, DPM++ 2M Karras 3.8, DDIM 1.4, Heun 1.4.
 - blending the model's prediction instead, as AUTOMATIC1111 blends its denoised image: where the mask
   keeps the image, the UNet's output is replaced by the one that predicts exactly the init image
