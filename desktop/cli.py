@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-tune", action="store_true", help="skip choosing defaults by measurement")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this model")
     train.add_argument("--no-card", action="store_true", help="skip the final evaluation and model card")
+    grow = demo_sub.add_parser("grow", help="the second edition from the first: sizes, positions, inpainting sibling")
+    grow.add_argument("--from", dest="first", type=Path, default=Path("resources/models/latent-shapes"),
+                      help="the first edition's folder")
+    grow.add_argument("--out", type=Path, required=True, help="model folder to write (its sibling goes beside it)")
+    grow.add_argument("--preset", choices=("full", "quick"), default="full")
+    grow.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this model")
     evaluate = demo_sub.add_parser("evaluate", help="judge 48 fixed prompts at the model's defaults")
     evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
     evaluate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -449,6 +455,10 @@ def cmd_demo(args) -> int:
     from desktop.demo import make
     from desktop.engine.devices import pick_device
 
+    if args.demo_command == "grow":  # on the CPU: the recipe's budget is a laptop's
+        make.grow_model(args.first, args.out, args.preset, resume=args.resume,
+                        report=lambda line: print(line, file=sys.stderr, flush=True))
+        return 0
     device = pick_device(args.device)
     if args.demo_command == "train":
         make.make_model(args.preset, device, args.out, args.max_minutes, tune=not args.no_tune,

@@ -42,31 +42,60 @@ def fit_preview_factors(vae, samples: int = 512, seed: int = 99) -> dict:
     return {"factors": solution[:-1].tolist(), "bias": solution[-1].tolist(), "rms_error": residual}
 
 
+INPAINT_SUFFIX = "-inpaint"
+INPAINT_KEY = "inpainting_model"  # in latent_studio.json: the sibling the app inpaints with
+
+
 def write_defaults(folder: Path, defaults: dict) -> None:
-    """The settings the app uses for this model when the user leaves them open."""
-    (folder / APP_DEFAULTS_FILE).write_text(json.dumps({**defaults, "example_prompt": EXAMPLE_PROMPT}, indent=2))
+    """The settings the app uses for this model when the user leaves them open (other keys are kept)."""
+    path = folder / APP_DEFAULTS_FILE
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**stored, **defaults, "example_prompt": EXAMPLE_PROMPT}, indent=2))
 
 
-def save_model(trained: Trained, folder: Path, defaults: dict) -> dict:
-    """Write the diffusers folder (fp16 safetensors) atomically; returns size and parameter facts."""
+def _write_folder(pipe, folder: Path, preview: dict, settings: dict) -> None:
+    """One diffusers folder in fp16 safetensors, written beside its place and renamed into it."""
     import torch
 
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    preview = fit_preview_factors(trained.vae)
-    pipe = build_pipeline(trained)
     pipe.to(torch.float16)  # halves the download; the app loads it in whatever precision it runs
     pipe.save_pretrained(tmp, safe_serialization=True)
     pipe.to(torch.float32)
     (tmp / PREVIEW_FILE).write_text(json.dumps(preview, indent=2))
-    write_defaults(tmp, defaults)
+    (tmp / APP_DEFAULTS_FILE).write_text(json.dumps({**settings, "example_prompt": EXAMPLE_PROMPT}, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def inpainting_sibling(folder: Path) -> Path:
+    return folder.with_name(folder.name + INPAINT_SUFFIX)
+
+
+def save_model(trained, folder: Path, defaults: dict, inpaint_sibling: bool = False) -> dict:
+    """Write the diffusers folder (and with `inpaint_sibling`, the 9-channel one beside it); size facts."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    preview = fit_preview_factors(trained.vae)
+    folders = [folder]
+    settings = dict(defaults)
+    if inpaint_sibling:
+        sibling = inpainting_sibling(folder)
+        inpainter = StableDiffusionInpaintPipeline(
+            vae=trained.vae, text_encoder=trained.text_encoder, tokenizer=trained.tokenizer,
+            unet=trained.inpaint_unet, scheduler=architecture.build_scheduler(), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
+        _write_folder(inpainter, sibling, preview, defaults)
+        folders.append(sibling)
+        settings[INPAINT_KEY] = sibling.name
+    _write_folder(build_pipeline(trained), folder, preview, settings)
+    parameters = {name: architecture.parameter_count(getattr(trained, name)) for name in ("vae", "text_encoder", "unet")}
+    if inpaint_sibling:
+        parameters["inpaint_unet"] = architecture.parameter_count(trained.inpaint_unet)
     return {
-        "size_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6,
-        "parameters": {name: architecture.parameter_count(getattr(trained, name))
-                       for name in ("vae", "text_encoder", "unet")},
+        "size_mb": sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file()) / 1e6,
+        "parameters": parameters,
         "preview_rms_error": preview["rms_error"],
     }
 

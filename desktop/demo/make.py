@@ -104,3 +104,30 @@ def contact_sheet(images: list, columns: int = 8):
     for i, image in enumerate(images):
         sheet.paste(image, ((i % columns) * w, (i // columns) * h))
     return sheet
+
+
+def grow_model(first_edition: Path, out: Path, preset: str = "full", report: Callable[[str], None] = print,
+               resume: bool = False) -> dict:
+    """The second edition from the first (see finetune.py): `out` and its inpainting sibling beside it."""
+    from desktop.demo import finetune
+
+    cfg = finetune.FINETUNE_PRESETS[preset]
+    defaults = {**PROVISIONAL_DEFAULTS, **{k: v for k, v in json.loads(
+        (first_edition / export.APP_DEFAULTS_FILE).read_text()).items() if k in PROVISIONAL_DEFAULTS}}
+    previous = json.loads((first_edition / FACTS_FILE).read_text()) if (first_edition / FACTS_FILE).is_file() else {}
+    with tempfile.TemporaryDirectory() as work:
+        edition = finetune.grow(first_edition, cfg, Path(work), report, checkpoint_dir(out), resume)
+        facts = export.save_model(edition, out, defaults, inpaint_sibling=True)
+    facts.update({
+        "edition": 2,
+        "first_edition": {k: previous.get(k) for k in ("history", "hardware", "command", "scaling_factor")},
+        "growth": edition.history,
+        "scaling_factor": edition.vae.config.scaling_factor,
+        "hardware": hardware("cpu"),
+        "command": f"python main.py demo grow --from {first_edition} --out {out}",
+        "defaults": defaults,
+        "make_seconds": edition.history["total_seconds"],
+    })
+    (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
+    report(f"models written to {out} and its sibling ({facts['size_mb']:.1f} MB in all)")
+    return facts

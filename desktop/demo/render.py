@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from desktop.demo.domain import AREA_RANGE, COLOURS, IMAGE_SIZE, PALETTE, SHAPES, caption
+from desktop.demo.domain import (COLOURS, IMAGE_SIZE, PALETTE, POSITIONS, SHAPES, SIZES, caption,
+                                 random_caption_wording)
+
+POSITION_SHARE = 0.6  # captions that name a position; the rest mean "anywhere"
+_MARGIN = 2  # the centre stays this far inside its third, so the caption holds after anti-aliasing
+_TRIES = 40
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,8 @@ class Sample:
     shape: str
     background: str
     box: tuple[int, int, int, int]  # the shape's bounding box, (x0, y0, x1, y1) exclusive
+    size: str = "medium"
+    position: str | None = None  # None: the caption names no position
 
 
 def render(seed: int, size: int = IMAGE_SIZE) -> Sample:
@@ -27,24 +34,58 @@ def render(seed: int, size: int = IMAGE_SIZE) -> Sample:
     shape = rng.choice(SHAPES)
     colour = rng.choice(COLOURS)
     background = rng.choice([c for c in COLOURS if c != colour])
-    return draw(shape, colour, background, rng, size)
+    size_name = rng.choice(tuple(SIZES))
+    position = rng.choice(tuple(POSITIONS)) if rng.random() < POSITION_SHARE else None
+    while not fits(shape, size_name, position, size):
+        position = rng.choice(tuple(POSITIONS))
+    return draw(shape, colour, background, rng, size, size_name, position, random_caption_wording(rng, position))
 
 
-def draw(shape: str, colour: str, background: str, rng: random.Random, size: int = IMAGE_SIZE) -> Sample:
-    area = rng.uniform(*AREA_RANGE) * size * size
+def _box_size(shape: str, area: float, aspect: float) -> tuple[int, int]:
     if shape == "circle":
-        w = h = round(2 * math.sqrt(area / math.pi))
-    elif shape == "square":
-        w = h = round(math.sqrt(area))
-    else:  # an isosceles triangle filling half its box, a little wider or taller at random
-        aspect = rng.uniform(0.8, 1.25)
-        w = round(math.sqrt(2 * area * aspect))
-        h = round(2 * area / w)
-    w, h = min(w, size - 2), min(h, size - 2)
-    x0 = rng.randint(1, size - 1 - w)
-    y0 = rng.randint(1, size - 1 - h)
-    box = (x0, y0, x0 + w, y0 + h)
+        return (round(2 * math.sqrt(area / math.pi)),) * 2
+    if shape == "square":
+        return (round(math.sqrt(area)),) * 2
+    w = round(math.sqrt(2 * area * aspect))  # an isosceles triangle fills half its box
+    return w, round(2 * area / w)
 
+
+def _centre_range(extent: int, third: int | None, size: int) -> tuple[float, float]:
+    """Where a box's centre may lie on one axis: inside the image, and inside the third if one is named."""
+    low, high = extent / 2 + 1, size - 1 - extent / 2
+    if third is not None:
+        low, high = max(low, size * third / 3 + _MARGIN), min(high, size * (third + 1) / 3 - _MARGIN)
+    return low, high
+
+
+def _place(shape: str, size_name: str, position: str | None, rng: random.Random, size: int):
+    """A box (x0, y0, w, h) for the shape, or None when this draw does not fit."""
+    area = rng.uniform(*SIZES[size_name]) * size * size
+    w, h = _box_size(shape, area, rng.uniform(0.8, 1.25))
+    column, row = POSITIONS[position] if position else (None, None)
+    (xl, xh), (yl, yh) = _centre_range(w, column, size), _centre_range(h, row, size)
+    if xl > xh or yl > yh:
+        return None
+    cx, cy = rng.uniform(xl, xh), rng.uniform(yl, yh)
+    return round(cx - w / 2), round(cy - h / 2), w, h
+
+
+def fits(shape: str, size_name: str, position: str | None, size: int = IMAGE_SIZE) -> bool:
+    """Whether the renderer can draw this combination at all (a large triangle in a corner cannot)."""
+    rng = random.Random(0)
+    return any(_place(shape, size_name, position, rng, size) for _ in range(_TRIES))
+
+
+def draw(shape: str, colour: str, background: str, rng: random.Random, size: int = IMAGE_SIZE,
+         size_name: str = "medium", position: str | None = None, phrase: int = 0) -> Sample:
+    placed = None
+    for _ in range(_TRIES):
+        placed = _place(shape, size_name, position, rng, size)
+        if placed:
+            break
+    if placed is None:
+        raise ValueError(f"a {size_name} {shape} does not fit in the {position}")
+    x0, y0, w, h = placed
     image = Image.new("RGB", (size, size), PALETTE[background])
     pen = ImageDraw.Draw(image)
     fill = PALETTE[colour]
@@ -54,4 +95,5 @@ def draw(shape: str, colour: str, background: str, rng: random.Random, size: int
         pen.rectangle((x0, y0, x0 + w - 1, y0 + h - 1), fill=fill)
     else:
         pen.polygon([(x0, y0 + h - 1), (x0 + w - 1, y0 + h - 1), (x0 + (w - 1) / 2, y0)], fill=fill)
-    return Sample(image, caption(colour, shape, background), colour, shape, background, box)
+    text = caption(colour, shape, background, size_name, position, phrase)
+    return Sample(image, text, colour, shape, background, (x0, y0, x0 + w, y0 + h), size_name, position)

@@ -1,0 +1,376 @@
+"""The second edition of the shipped model, grown from the first: a sharper decoder, sizes and positions,
+and a 9-channel inpainting sibling.
+
+Each stage keeps the latent space of the first edition (its encoder is frozen), so the UNet carries over:
+1. the posterior is made deterministic: the first edition was trained on the posterior's mean only, so
+   its log-variance head was never trained and a *sample* (what diffusers' image-to-image draws) was
+   noise; that was why image-to-image at low strength came back blotched;
+2. the decoder is fine-tuned with the image frame weighted up, which removes the stray pixels and light
+   lines along the border that zero padding taught it;
+3. the tokenizer gains the size and position words, the text encoder one embedding each, and UNet and
+   text encoder learn the new captions;
+4. a copy of that UNet with 9 input channels (latents, mask, masked-image latents) learns to inpaint.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from desktop.demo import architecture
+from desktop.demo.render import render
+from desktop.demo.train import EMA, Checkpoints, _lr_lambda, images_tensor
+
+FRAME = 2  # pixels of the border the decoder's loss weighs up
+FRAME_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    seed: int = 2024
+    decoder_steps: int = 800
+    decoder_batch: int = 8
+    decoder_lr: float = 2e-4
+    pool: int = 24_000
+    unet_steps: int = 2500
+    unet_batch: int = 32
+    unet_lr: float = 2e-4
+    warmup: int = 100
+    empty_caption: float = 0.1
+    offset_noise: float = 0.05
+    ema_decay: float = 0.998
+    inpaint_pool: int = 8000
+    inpaint_steps: int = 1500
+    inpaint_lr: float = 2e-4
+    checkpoint_every: int = 250
+
+
+FINETUNE_PRESETS = {
+    "full": FinetuneConfig(),
+    "quick": FinetuneConfig(decoder_steps=10, decoder_batch=2, pool=128, unet_steps=20, unet_batch=8, warmup=5,
+                            inpaint_pool=64, inpaint_steps=10, checkpoint_every=10),
+}
+
+
+@dataclass
+class Edition:
+    vae: object
+    text_encoder: object
+    unet: object
+    inpaint_unet: object
+    tokenizer: object
+    config: FinetuneConfig
+    history: dict
+
+
+def load_components(folder: Path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return (AutoencoderKL.from_pretrained(folder / "vae").float(),
+            CLIPTextModel.from_pretrained(folder / "text_encoder").float(),
+            CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            UNet2DConditionModel.from_pretrained(folder / "unet").float())
+
+
+def make_posterior_deterministic(vae) -> None:
+    """Zero the log-variance head and pin it at diffusers' floor (-30): a sample is then the mean."""
+    import torch
+
+    half = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[half:] = 0
+        vae.quant_conv.bias[half:] = -30.0
+
+
+def frame_weights(size: int):
+    import torch
+
+    weights = torch.ones(1, 1, size, size)
+    weights[..., :FRAME, :] = weights[..., -FRAME:, :] = FRAME_WEIGHT
+    weights[..., :, :FRAME] = weights[..., :, -FRAME:] = FRAME_WEIGHT
+    return weights / weights.mean()
+
+
+def frame_error(vae, samples: int = 64, seed: int = 7000) -> dict:
+    """Mean absolute round-trip error (0-255) on the outermost pixel ring and inside it."""
+    import torch
+
+    x = images_tensor(list(range(seed, seed + samples)))
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    err = ((recon - x).abs() * 127.5).amax(dim=1)
+    inner = err[:, 1:-1, 1:-1]
+    ring = (err.sum(dim=(1, 2)) - inner.sum(dim=(1, 2))) / (err[0].numel() - inner[0].numel())
+    return {"frame": float(ring.mean()), "inside": float(inner.mean())}
+
+
+def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None]) -> list[float]:
+    """Teach the decoder clean borders; the encoder (and so the latent space) stays as it is."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    vae.requires_grad_(False)
+    trainable = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=cfg.decoder_lr, weight_decay=0.0)
+    weights = frame_weights(architecture.IMAGE_SIZE)
+    seeds, losses = random.Random(cfg.seed), []
+    vae.train()
+    for step in range(cfg.decoder_steps):
+        x = images_tensor([seeds.randrange(2**62) for _ in range(cfg.decoder_batch)])
+        with torch.no_grad():
+            latents = vae.encode(x).latent_dist.mean
+        diff = vae.decode(latents).sample - x
+        loss = ((diff ** 2 + 0.5 * diff.abs()) * weights).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == cfg.decoder_steps - 1:
+            report(f"decoder step {step + 1}/{cfg.decoder_steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    vae.requires_grad_(False)
+    return losses
+
+
+def extend_vocabulary(text_encoder, old_tokenizer, new_tokenizer) -> None:
+    """Give the text encoder one embedding per token of the new tokenizer, keeping every old one."""
+    import torch
+
+    old_table = text_encoder.get_input_embeddings().weight.detach().clone()
+    old_vocab = old_tokenizer.get_vocab()
+    text_encoder.resize_token_embeddings(len(new_tokenizer), mean_resizing=False)
+    table = text_encoder.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for token, index in new_tokenizer.get_vocab().items():
+            if token in old_vocab:
+                table[index] = old_table[old_vocab[token]]
+            else:  # new words start near the average word, as textual inversion does
+                table[index] = old_table.mean(0) + 0.02 * torch.randn(old_table.shape[1], generator=generator)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(text_encoder.config, name, getattr(new_tokenizer, name))
+
+
+def encode(vae, images):
+    import torch
+
+    with torch.no_grad():
+        return vae.encode(images).latent_dist.mean * vae.config.scaling_factor
+
+
+def caption_pool(vae, count: int, seed: int, report: Callable[[str], None]):
+    """Render `count` images with the new captions; their latents, captions and shape boxes."""
+    import torch
+
+    seeds = random.Random(seed)
+    latents, captions, boxes = [], [], []
+    for start in range(0, count, 256):
+        batch = [seeds.randrange(2**62) for _ in range(min(256, count - start))]
+        samples = [render(s) for s in batch]
+        captions += [s.caption for s in samples]
+        boxes += [s.box for s in samples]
+        latents.append(encode(vae, images_tensor(batch)))
+        if start % 4096 == 0:
+            report(f"encoded {start + len(batch)}/{count} pool images")
+    return torch.cat(latents), captions, boxes, seeds
+
+
+def random_mask(rng: random.Random, box: tuple[int, int, int, int], size: int):
+    """The SD inpainting recipe's masks: a quarter each whole image, random box, random blob, the shape."""
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (size, size), 0)
+    pen = ImageDraw.Draw(mask)
+    kind = rng.randrange(4)
+    if kind == 0:
+        pen.rectangle((0, 0, size, size), fill=255)
+    elif kind == 1:
+        w, h = rng.randint(size // 6, size * 3 // 4), rng.randint(size // 6, size * 3 // 4)
+        x, y = rng.randint(0, size - w), rng.randint(0, size - h)
+        pen.rectangle((x, y, x + w, y + h), fill=255)
+    elif kind == 2:
+        for _ in range(rng.randint(1, 3)):
+            r = rng.randint(size // 10, size // 3)
+            x, y = rng.randint(0, size), rng.randint(0, size)
+            pen.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    else:
+        grow = rng.randint(2, 14)
+        x0, y0, x1, y1 = box
+        pen.rectangle((x0 - grow, y0 - grow, x1 + grow, y1 + grow), fill=255)
+    return mask
+
+
+def inpaint_pool(vae, cfg: FinetuneConfig, report: Callable[[str], None]):
+    """Images with one random mask each: latents, latent-size masks, masked-image latents, captions."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    latents, captions, boxes, _ = caption_pool(vae, cfg.inpaint_pool, cfg.seed + 10, report)
+    rng = random.Random(cfg.seed + 11)
+    seeds = random.Random(cfg.seed + 10)
+    size = architecture.IMAGE_SIZE
+    masks, masked = [], []
+    for start in range(0, cfg.inpaint_pool, 256):
+        batch = [seeds.randrange(2**62) for _ in range(min(256, cfg.inpaint_pool - start))]
+        pixel_masks = torch.from_numpy(np.stack([
+            np.asarray(random_mask(rng, boxes[start + i], size), dtype=np.float32) / 255 for i in range(len(batch))
+        ]))[:, None]
+        hard = (pixel_masks >= 0.5).float()
+        # As diffusers' inpainting pipelines prepare them: masked pixels become 0 (grey) before encoding,
+        # and the mask is resized to the latents with nearest-neighbour interpolation.
+        masked.append(encode(vae, images_tensor(batch) * (1 - hard)))
+        masks.append(F.interpolate(hard, size=latents.shape[-2:]))
+    return latents, torch.cat(masks), torch.cat(masked), captions
+
+
+def nine_channel_unet(unet):
+    """The same UNet taking latents + mask + masked-image latents; the new inputs start at zero."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    config = dict(unet.config)
+    config["in_channels"] = 2 * unet.config.in_channels + 1
+    wider = UNet2DConditionModel.from_config(config)
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    grown = torch.zeros(weight.shape[0], config["in_channels"], *weight.shape[2:])
+    grown[:, : weight.shape[1]] = weight
+    state["conv_in.weight"] = grown
+    wider.load_state_dict(state)
+    return wider
+
+
+def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: FinetuneConfig, name: str,
+        checkpoints: Checkpoints, report: Callable[[str], None], train_text: bool = True):
+    """The denoising loss on batches from `batch(rng)`; returns the EMA copies, the losses and the seconds.
+
+    `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None).
+    """
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    modules = [unet, text_encoder] if train_text else [unet]
+    params = [p for m in modules for p in m.parameters()]
+    for m in modules:
+        m.train().requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
+    ema = EMA(modules, cfg.ema_decay)
+    rng, losses, first, before = random.Random(cfg.seed + sum(map(ord, name))), [], 0, 0.0
+    torch.manual_seed(cfg.seed + len(name))
+    saved = checkpoints.load(name)
+    if saved is not None:
+        for m, state in zip(modules, saved["modules"]):
+            m.load_state_dict(state)
+        for shadow, state in zip(ema.shadow, saved["ema"]):
+            shadow.load_state_dict(state)
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        losses, first, before = list(saved["losses"]), saved["step"], saved["seconds"]
+        report(f"resuming {name} at step {first}")
+    started = time.monotonic()
+    for step in range(first, steps):
+        x0, ids, extra = batch(rng)
+        noise = torch.randn_like(x0) + cfg.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1)
+        t = torch.randint(0, len(alphas), (x0.shape[0],))
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
+        loss = F.mse_loss(unet(inputs, t, text_encoder(ids)[0]).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.update(modules, step)
+        losses.append(loss.item())
+        if step % 250 == 0 or step == steps - 1:
+            report(f"{name} step {step + 1}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            checkpoints.save(name, {
+                "step": step + 1, "modules": [m.state_dict() for m in modules], "ema": [s.state_dict() for s in ema.shadow],
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "losses": losses, "seconds": before + time.monotonic() - started,
+            })
+    for m in modules:
+        m.eval().requires_grad_(False)
+    return ema.shadow, losses, before + time.monotonic() - started
+
+
+def token_ids(tokenizer, captions: list[str]) -> dict:
+    return {c: tokenizer(c, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids[0] for c in set(captions) | {""}}
+
+
+def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Callable[[str], None],
+         checkpoint_dir: Path | None = None, resume: bool = False) -> Edition:
+    """Every stage above, from the first edition's folder to the second edition's components."""
+    import torch
+
+    started = time.monotonic()
+    checkpoints = Checkpoints(checkpoint_dir, cfg, resume)  # type: ignore[arg-type]
+    vae, text_encoder, old_tokenizer, unet = load_components(first_edition)
+    vae.eval()
+    make_posterior_deterministic(vae)
+    before = frame_error(vae)
+    saved = checkpoints.load("decoder")
+    if saved is None:
+        decoder_losses = finetune_decoder(vae, cfg, report)
+        checkpoints.save("decoder", {"vae": vae.state_dict(), "losses": decoder_losses})
+    else:
+        vae.load_state_dict(saved["vae"])
+        decoder_losses = saved["losses"]
+    vae.eval()
+    after = frame_error(vae)
+    report(f"round-trip error on the frame {before['frame']:.2f} -> {after['frame']:.2f}, "
+           f"inside {before['inside']:.2f} -> {after['inside']:.2f} (0-255)")
+    decoder_seconds = time.monotonic() - started
+
+    tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
+    extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
+    latents, captions, _, _ = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
+    ids_of = token_ids(tokenizer, captions)
+
+    def caption_batch(rng):
+        picks = [rng.randrange(len(captions)) for _ in range(cfg.unet_batch)]
+        texts = ["" if rng.random() < cfg.empty_caption else captions[i] for i in picks]
+        return latents[picks], torch.stack([ids_of[t] for t in texts]), None
+
+    (unet_ema, text_ema), unet_losses, unet_seconds = fit(
+        unet, text_encoder, caption_batch, cfg.unet_steps, cfg.unet_lr, cfg, "denoiser", checkpoints, report)
+
+    latents, masks, masked, inpaint_captions = inpaint_pool(vae, cfg, report)
+    inpaint_ids = token_ids(tokenizer, inpaint_captions)
+    inpainter = nine_channel_unet(unet_ema)
+    text_ema.requires_grad_(False)
+
+    def inpaint_batch(rng):
+        picks = [rng.randrange(len(inpaint_captions)) for _ in range(cfg.unet_batch)]
+        texts = ["" if rng.random() < cfg.empty_caption else inpaint_captions[i] for i in picks]
+        return latents[picks], torch.stack([inpaint_ids[t] for t in texts]), torch.cat([masks[picks], masked[picks]], 1)
+
+    (inpaint_ema,), inpaint_losses, inpaint_seconds = fit(
+        inpainter, text_ema, inpaint_batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg, "inpainter", checkpoints,
+        report, train_text=False)
+    history = {
+        "config": asdict(cfg), "threads": torch.get_num_threads(),
+        "frame_error_before": before, "frame_error_after": after,
+        "decoder_final_loss": sum(decoder_losses[-50:]) / max(1, len(decoder_losses[-50:])),
+        "unet_final_loss": sum(unet_losses[-200:]) / max(1, len(unet_losses[-200:])),
+        "inpaint_final_loss": sum(inpaint_losses[-200:]) / max(1, len(inpaint_losses[-200:])),
+        "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
+        "total_seconds": time.monotonic() - started,
+    }
+    return Edition(vae, text_ema, unet_ema, inpaint_ema, tokenizer, cfg, history)
+
