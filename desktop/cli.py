@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train and evaluate the shipped model (see README)")
     demo_sub = demo.add_subparsers(dest="demo_command", parser_class=_Parser, required=True)
-    train = demo_sub.add_parser("train", help="train the shipped model from scratch")
+    train = demo_sub.add_parser("train", help="train the shipped models from scratch (first edition, then grown)")
     train.add_argument("--preset", choices=("full", "quick"), default="full")
     train.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     train.add_argument("--out", type=Path, required=True, help="model folder to write")
@@ -113,11 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--out", type=Path, required=True, help="model folder to write (its sibling goes beside it)")
     grow.add_argument("--preset", choices=("full", "quick"), default="full")
     grow.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this model")
-    evaluate = demo_sub.add_parser("evaluate", help="judge 48 fixed prompts at the model's defaults")
+    grow.add_argument("--no-tune", action="store_true", help="skip choosing defaults by measurement")
+    grow.add_argument("--no-card", action="store_true", help="skip the final evaluation and model card")
+    evaluate = demo_sub.add_parser("evaluate", help="judge 72 fixed prompts at the model's defaults")
     evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
     evaluate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     evaluate.add_argument("--card", action="store_true", help="rewrite the model card with the result")
     evaluate.add_argument("--sheet", type=Path, help="save a contact sheet of the 48 images")
+    evaluate.add_argument("--edits", action="store_true", help="also judge image to image and inpainting")
     evaluate.add_argument("--json", action="store_true")
 
     from desktop import cli_gallery
@@ -455,22 +458,24 @@ def cmd_demo(args) -> int:
     from desktop.demo import make
     from desktop.engine.devices import pick_device
 
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.demo_command == "grow":  # on the CPU: the recipe's budget is a laptop's
-        make.grow_model(args.first, args.out, args.preset, resume=args.resume,
-                        report=lambda line: print(line, file=sys.stderr, flush=True))
-        return 0
-    device = pick_device(args.device)
+        device = "cpu"
+        make.grow_model(args.first, args.out, args.preset, report, args.resume)
+    else:
+        device = pick_device(args.device)
     if args.demo_command == "train":
-        make.make_model(args.preset, device, args.out, args.max_minutes, tune=not args.no_tune,
-                        report=lambda line: print(line, file=sys.stderr, flush=True), resume=args.resume)
+        make.make_model(args.preset, device, args.out, args.max_minutes, report, args.resume)
+    if args.demo_command in ("train", "grow"):
+        if not args.no_tune:
+            make.tune_defaults(args.out, device, report)
         if not args.no_card:
-            result = make.evaluate_model(args.out, device, write_card=True)
-            print(result.table())
+            print(make.evaluate_model(args.out, device, write_card=True).table())
         return 0
-    result = make.evaluate_model(args.model or "", device, write_card=args.card, sheet=args.sheet)
+    result = make.evaluate_model(args.model or "", device, write_card=args.card, sheet=args.sheet, edits=args.edits)
     if args.json:
         print(json.dumps({"settings": result.settings, "scores": result.scores, "rows": result.rows,
-                          "seconds_per_image": result.seconds_per_image}, indent=2))
+                          "seconds_per_image": result.seconds_per_image, "edits": result.edits}, indent=2))
     else:
         print(f"settings: {result.settings}")
         print(result.table())

@@ -16,23 +16,82 @@ def test_renderer_is_deterministic_by_seed():
     assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
 
 
+def shape_pixels(sample):
+    return (np.asarray(sample.image) == domain.PALETTE[sample.colour]).all(axis=2)
+
+
 def test_captions_match_pixels():
     seen = set()
-    for seed in range(300):
+    for seed in range(600):
         sample = render(seed)
         pixels = np.asarray(sample.image)
-        assert sample.caption == domain.caption(sample.colour, sample.shape, sample.background)
         assert sample.colour != sample.background
         assert tuple(pixels[0, 0]) == domain.PALETTE[sample.background]
-        cx = (sample.box[0] + sample.box[2]) // 2
-        cy = sample.box[1] + 2 * (sample.box[3] - sample.box[1]) // 3  # inside every shape, triangles too
-        assert tuple(pixels[cy, cx]) == domain.PALETTE[sample.colour]
-        covered = (pixels == domain.PALETTE[sample.colour]).all(axis=2).mean()
-        assert 0.06 <= covered <= 0.47, (seed, covered)
+        assert f"{sample.colour} {sample.shape}" in sample.caption and sample.caption.endswith(
+            f"{sample.background} background")
         verdict = judge(sample.image)
         assert (verdict.colour, verdict.shape, verdict.background) == (sample.colour, sample.shape, sample.background)
-        seen.add((sample.shape, sample.colour))
-    assert len(seen) == len(domain.SHAPES) * len(domain.COLOURS)
+        seen.add((sample.shape, sample.colour, sample.size, sample.position))
+    assert {(s, c) for s, c, *_ in seen} == {(s, c) for s in domain.SHAPES for c in domain.COLOURS}
+
+
+def test_size_and_position_in_the_caption_are_true_of_the_pixels():
+    counted = {"small": 0, "large": 0, "medium": 0, "placed": 0}
+    for seed in range(600):
+        sample = render(seed)
+        covered = shape_pixels(sample)
+        low, high = domain.SIZES[sample.size]
+        assert low - 0.005 <= covered.mean() <= high + 0.005, (seed, sample.caption, covered.mean())
+        assert (sample.size in sample.caption) == (sample.size != "medium")
+        ys, xs = np.nonzero(covered)
+        centre = ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2)
+        if sample.position is not None:
+            column, row = domain.POSITIONS[sample.position]
+            assert int(3 * centre[0] / 128) == column and int(3 * centre[1] / 128) == row, (seed, sample.caption)
+            assert any(phrase in sample.caption for phrase in domain.position_phrases(sample.position))
+            counted["placed"] += 1
+        counted[sample.size] += 1
+    assert min(counted.values()) > 100, counted
+
+
+def test_captions_read_naturally():
+    assert domain.caption("red", "circle", "blue") == "a red circle on a blue background"  # the old prompts
+    assert (domain.caption("orange", "square", "white", "small", "top left")
+            == "a small orange square in the top left on a white background")
+    assert domain.caption("orange", "circle", "purple") == "an orange circle on a purple background"
+    assert "at the top" in domain.position_phrases("top") and "in the middle" in domain.position_phrases("center")
+    assert domain.size_of(0.05) == "small" and domain.size_of(0.15) == "medium" and domain.size_of(0.3) == "large"
+    assert domain.position_of(10, 10) == "top left" and domain.position_of(64, 127) == "bottom"
+
+
+def test_combinations_that_cannot_fit_are_never_drawn():
+    import random
+
+    from desktop.demo.render import draw, fits
+
+    assert not fits("triangle", "large", "top left") and fits("triangle", "large", "center")
+    with pytest.raises(ValueError, match="does not fit"):
+        draw("triangle", "red", "blue", random.Random(0), size_name="large", position="top left")
+    for seed in range(600):
+        sample = render(seed)
+        assert fits(sample.shape, sample.size, sample.position)
+
+
+def test_the_judge_sees_stray_pixels_and_lines_on_the_frame_but_not_a_shape_touching_it():
+    from PIL import ImageDraw
+
+    clean = render(3)
+    assert judge(clean.image).edge_artifacts == 0
+    stray = clean.image.copy()
+    stray.putpixel((0, 70), (255, 255, 255) if clean.background != "white" else (0, 0, 0))
+    assert judge(stray).edge_artifacts == 1
+    line = clean.image.copy()
+    bg = np.array(domain.PALETTE[clean.background])
+    ImageDraw.Draw(line).line((0, 127, 127, 127), fill=tuple(int(v) for v in np.clip(bg + 25, 0, 255)))
+    assert judge(line).edge_artifacts >= 1
+    touching = clean.image.copy()
+    ImageDraw.Draw(touching).rectangle((0, 0, 30, 30), fill=domain.PALETTE[clean.colour])
+    assert judge(touching).edge_artifacts == 0
 
 
 def test_every_domain_word_is_one_token(tmp_path):
@@ -44,15 +103,23 @@ def test_every_domain_word_is_one_token(tmp_path):
 
 
 def test_eval_prompts_are_balanced():
-    from desktop.demo.evaluate import eval_prompts
+    from desktop.demo.evaluate import eval_prompts, inpaint_cases
+    from desktop.demo.render import fits
 
-    items = eval_prompts(48)
-    assert len({(c, s, b) for c, s, b, _ in items}) == 48
-    assert all(c != b for c, _, b, _ in items)
+    items = eval_prompts(72)
+    keys = [(i["colour"], i["shape"], i["background"], i["size"], i["position"]) for i in items]
+    assert len(set(keys)) == 72 and all(i["colour"] != i["background"] for i in items)
     for colour in domain.COLOURS:
-        assert sum(c == colour for c, *_ in items) == 6
+        assert sum(i["colour"] == colour for i in items) == 9
     for shape in domain.SHAPES:
-        assert sum(s == shape for _, s, *_ in items) == 16
+        assert sum(i["shape"] == shape for i in items) == 24
+    for size in domain.SIZES:
+        assert sum(i["size"] == size for i in items) == 24
+    assert all(fits(i["shape"], i["size"], i["position"]) for i in items)
+    assert {i["position"] for i in items} == {*domain.POSITIONS, None}
+    for case in inpaint_cases(24):  # the corner to repaint is empty in the original
+        x0, y0, x1, y1 = case["box"]
+        assert not shape_pixels(case["sample"])[y0:y1, x0:x1].any()
 
 
 def test_quick_training_gives_a_model_the_engine_loads_offline(tmp_path):

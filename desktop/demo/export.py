@@ -11,6 +11,8 @@ from desktop.demo.train import Trained, images_tensor
 from desktop.engine.models import APP_DEFAULTS_FILE
 from desktop.engine.previews import PREVIEW_FILE
 
+FRAME, FRAME_WEIGHT = 2, 10.0  # the decoder fine-tune's weighting (finetune.py imports these)
+
 MODEL_NAME = "latent-shapes"
 EXAMPLE_PROMPT = "a red circle on a blue background"
 
@@ -101,63 +103,92 @@ def save_model(trained, folder: Path, defaults: dict, inpaint_sibling: bool = Fa
 
 
 def write_card(folder: Path, facts: dict) -> None:
-    """The model card: what it is, how it was made (command, seed, time, hardware), how well it does."""
+    """The model card: what it draws, how it was made (commands, seeds, time, hardware), how well it does."""
     p = facts["parameters"]
-    h = facts["history"]
-    cfg = h["config"]
-    text = f"""# {MODEL_NAME}
+    first = facts.get("first_edition") or {}
+    h1, g = first.get("history") or {}, facts.get("growth") or {}
+    c1, cg = h1.get("config") or {}, g.get("config") or {}
+    fb, fa = g.get("frame_error_before", {}), g.get("frame_error_after", {})
+    text = f"""# {MODEL_NAME} (second edition) and {MODEL_NAME}{INPAINT_SUFFIX}
 
-A small text-to-image latent diffusion model, trained from scratch by the Latent Studio project so that
-the app generates real images offline on first launch. Standard diffusers `StableDiffusionPipeline`
-format: the same code path that runs Stable Diffusion runs this model.
+Two small latent diffusion models, trained by the Latent Studio project so that the app generates and
+edits real images offline on first launch. Standard diffusers formats: `{MODEL_NAME}` is a
+`StableDiffusionPipeline`, `{MODEL_NAME}{INPAINT_SUFFIX}` a 9-channel `StableDiffusionInpaintPipeline`;
+the same code paths that run Stable Diffusion and its inpainting models run them. When you inpaint or
+outpaint with `{MODEL_NAME}`, the app uses `{MODEL_NAME}{INPAINT_SUFFIX}` and says so; you can also pick it.
 
 ## What it draws
 
-One flat-coloured shape on a flat background, 128×128 pixels. Prompts follow
-`a {{colour}} {{shape}} on a {{colour}} background` with colours red, green, blue, yellow, purple,
-orange, white, black and shapes circle, square, triangle (shape and background colours differ).
-Example: `{EXAMPLE_PROMPT}`.
+One flat-coloured shape on a flat background, 128×128 pixels:
+`a [small|large] {{colour}} {{shape}} [in the {{position}}] on a {{colour}} background`.
+
+- Colours: red, green, blue, yellow, purple, orange, white, black (shape and background differ).
+- Shapes: circle, square, triangle.
+- Size: `small` covers 3–8 % of the image, `large` 25–45 %; no word means medium (10–20 %).
+- Position: `in the top left`, `in the top`, `in the top right`, `in the left`, `in the center`,
+  `in the right`, `in the bottom left`, `in the bottom`, `in the bottom right`: the shape's centre lies in
+  that third of the image, across and down. No phrase means anywhere. It also knows `at the top`,
+  `on the left`, `on the right`, `at the bottom`, `in the middle`, `at the center` and `at the` + corner.
+- `a` and `an` both work. A combination that cannot fit (a large triangle in a corner) is never drawn
+  in training, so the model has no answer for it.
+
+Example: `a small red circle in the top left on a blue background`.
 
 ## Architecture
 
 | component | what | parameters |
 | --- | --- | --- |
-| VAE | AutoencoderKL, 4 blocks (16, 32, 64, 64 channels), downsamples by 8: 128×128×3 ↔ 16×16×4; latent scaling factor {facts['scaling_factor']:.4f} | {p['vae'] / 1e6:.2f} M |
+| VAE | AutoencoderKL, 4 blocks (16, 32, 64, 64 channels), downsamples by 8: 128×128×3 ↔ 16×16×4; latent scaling factor {facts['scaling_factor']:.4f}; deterministic posterior | {p['vae'] / 1e6:.2f} M |
 | text encoder | CLIPTextModel, width {architecture.TEXT_WIDTH}, 3 layers, 4 heads, {architecture.MAX_TOKENS} tokens | {p['text_encoder'] / 1e6:.2f} M |
 | tokenizer | CLIP BPE built offline for the domain's words (every word is one token) | – |
 | UNet | UNet2DConditionModel, 3 levels (48, 96, 128 channels, one layer each), cross-attention at 16×16 and 8×8 | {p['unet'] / 1e6:.2f} M |
+| inpainting UNet | the same with 9 input channels (latents, mask, masked-image latents) | {p.get('inpaint_unet', 0) / 1e6:.2f} M |
 | scheduler | SD 1.x noise schedule (scaled linear β 0.00085–0.012, 1000 steps), ε-prediction | – |
 
-Weights are stored in fp16 safetensors: {facts['size_mb']:.1f} MB on disk. `latent_preview.json` holds the
-4×3 latent→RGB preview factors, fitted by least squares on the VAE (RMS error {facts['preview_rms_error']:.3f}
-on a [-1, 1] scale); `latent_studio.json` holds the default settings below.
-
-## Data
-
-Unlimited synthetic pairs from `desktop/demo/render.py`: each seed draws a shape covering 8–45 % of
-the image at a jittered position, with its caption. The VAE saw {cfg['vae_steps'] * cfg['vae_batch']:,} images;
-the UNet and text encoder trained on a pool of {cfg['pool']:,} rendered images (latents encoded once),
-with {100 * cfg['empty_caption']:.0f} % of captions blanked for classifier-free guidance.
+Both folders are fp16 safetensors: {facts['size_mb']:.1f} MB together. `latent_preview.json` holds the
+4×3 latent→RGB preview factors (RMS error {facts['preview_rms_error']:.3f} on a [-1, 1] scale);
+`latent_studio.json` the default settings below (and, in `{MODEL_NAME}`, the name of its inpainting sibling).
 
 ## Training
+
+Synthetic pairs from `desktop/demo/render.py`, unlimited and seeded; every caption is checked against
+the pixels it describes (the tests do the same for size and position).
+
+**First edition** (the base): VAE {c1.get('vae_steps', '?')} steps of batch {c1.get('vae_batch', '?')}; UNet and text encoder
+{h1.get('unet_steps_done', '?')} steps of batch {c1.get('unet_batch', '?')} on {c1.get('pool', 0):,} images, offset noise {c1.get('offset_noise', '?')},
+EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command: `{first.get('command', '?')}`.
+
+**Second edition**, grown from the first (`desktop/demo/finetune.py`), seed {cg.get('seed', '?')}:
+
+1. **Deterministic posterior.** The first edition's VAE was trained on its posterior's mean only, so
+   its log-variance head was never trained: its spread was about 1.0, and a posterior *sample*, which
+   diffusers' image-to-image, inpainting and upscaling draw, was noise. That, not the denoiser, is why
+   image to image at strength 0.15–0.3 came back covered in blotches. The head is now zeroed at
+   diffusers' floor (log-variance -30), so a sample is the mean, in this app and in any other tool.
+2. **Clean edges.** The decoder (post-quant conv and decoder; the encoder and so the latent space
+   unchanged) was fine-tuned {cg.get('decoder_steps', '?')} steps of batch {cg.get('decoder_batch', '?')} on whole images, with the outermost
+   {FRAME} pixels weighted ×{FRAME_WEIGHT:.0f}: zero padding had taught it a light line and stray pixels there.
+   Round-trip error on the outermost pixel ring: {fb.get('frame', float('nan')):.2f} → {fa.get('frame', float('nan')):.2f} (0–255; inside the image
+   {fb.get('inside', float('nan')):.2f} → {fa.get('inside', float('nan')):.2f}).
+3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding
+   starts at the average word); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
+   {cg.get('pool', 0):,} new images, lr {cg.get('unet_lr', '?')}, EMA {cg.get('ema_decay', '?')}; final loss {g.get('unet_final_loss', float('nan')):.4f}.
+4. **Inpainting sibling**, the standard SD recipe: the UNet copied with 5 more input channels (zero
+   weights), trained {cg.get('inpaint_steps', '?')} steps on {cg.get('inpaint_pool', 0):,} images, each with one mask: the whole image,
+   a random box, random blobs or the shape's box grown by 2–14 px (a quarter each); masked pixels set
+   to grey before encoding, as diffusers does; final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
+
+Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
+{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min), with other work sharing the CPU.
+No accelerator was used for the second edition.
 
 ```bash
 {facts['command']}
 ```
 
-Seed {cfg['seed']}. Stage 1: VAE, {cfg['vae_steps']} steps, batch {cfg['vae_batch']}, AdamW lr {cfg['vae_lr']},
-loss MSE + 0.5·L1 + 1e-6·KL. Stage 2: UNet + text encoder together, {h['unet_steps_done']} steps of batch
-{cfg['unet_batch']}, AdamW lr {cfg['unet_lr']} (warm-up {cfg['warmup']}, cosine to 10 %), offset noise
-{cfg['offset_noise']}, EMA decay {cfg['ema_decay']} from step {cfg['ema_start']}; the EMA weights are shipped.
-
-Trained on: {facts['hardware']}, in {h['total_seconds'] / 60:.1f} minutes (VAE {h['vae_seconds'] / 60:.1f} min).
-{facts.get('cpu_note', '')}
-Final losses: VAE {h['vae_final_loss']:.4f}, denoiser {h['unet_final_loss']:.4f}. VAE round trips of
-rendered images that the judge still reads right: {100 * h.get('vae_round_trip_accuracy', float('nan')):.1f} %.
-
 ## Default settings (chosen by measurement)
 
-{facts['defaults_note']}
+{facts.get('defaults_note', '')}
 
 | setting | value |
 | --- | --- |
@@ -168,16 +199,23 @@ rendered images that the judge still reads right: {100 * h.get('vae_round_trip_a
 
 ## Evaluation
 
-48 fixed prompts (each colour and shape equally often), fixed seeds 1000–1047, generated through the
-app's own engine at the default settings; each image judged automatically: background colour from
-the border pixels, shape colour from the rest (nearest palette colour), shape from how much of its
-bounding box it fills (square ≈ 1, circle ≈ 0.785, triangle ≈ 0.5).
+Through the app's own engine at the default settings, fixed prompts and seeds, each image judged
+automatically (`desktop/demo/judge.py`): background colour from the border, shape colour from the
+rest, shape from how much of its box it fills, size from the area it covers, position from its box's
+centre, and edge artifacts: frame pixels off the background that the shape does not explain, or a
+side whose median is off it.
 
-{facts['eval_table']}
+- Text to image: 72 prompts (each colour, shape, size and position in turn; a quarter with no position).
+- Image to image: 40 rendered images at strength {0.3} with their own captions; unchanged means the
+  judge reads every attribute as before and sees no edge artifact.
+- Inpainting with `latent-shapes` (so through the sibling): 24 images, a 60×60 empty corner masked,
+  the prompt asking for a small shape of another colour in that corner.
 
-{facts['speed_note']}
+{facts.get('eval_table', '')}
 
-Reproduce: `python main.py demo evaluate`.
+{facts.get('speed_note', '')}
+
+Reproduce: `python main.py demo evaluate --edits`.
 
 ## Licence
 

@@ -21,29 +21,28 @@ from pathlib import Path
 from typing import Callable
 
 from desktop.demo import architecture
+from desktop.demo.export import FRAME, FRAME_WEIGHT  # pixels of the border the decoder's loss weighs up
 from desktop.demo.render import render
 from desktop.demo.train import EMA, Checkpoints, _lr_lambda, images_tensor
 
-FRAME = 2  # pixels of the border the decoder's loss weighs up
-FRAME_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     seed: int = 2024
-    decoder_steps: int = 800
+    decoder_steps: int = 400
     decoder_batch: int = 8
     decoder_lr: float = 2e-4
-    pool: int = 24_000
-    unet_steps: int = 2500
+    pool: int = 20_000
+    unet_steps: int = 2000
     unet_batch: int = 32
     unet_lr: float = 2e-4
     warmup: int = 100
     empty_caption: float = 0.1
     offset_noise: float = 0.05
     ema_decay: float = 0.998
-    inpaint_pool: int = 8000
-    inpaint_steps: int = 1500
+    inpaint_pool: int = 6000
+    inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
     checkpoint_every: int = 250
 

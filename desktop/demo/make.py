@@ -6,10 +6,8 @@ import dataclasses
 import json
 import os
 import platform
-import shlex
-import sys
+import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -39,47 +37,51 @@ def checkpoint_dir(out: Path) -> Path:
     return paths.cache_dir() / "demo-training" / out.resolve().name
 
 
-def make_model(preset: str, device: str, out: Path, max_minutes: float | None = None, tune: bool = True,
-               report: Callable[[str], None] = print, tune_prompts: int = 24, resume: bool = False) -> dict:
+def make_model(preset: str, device: str, out: Path, max_minutes: float | None = None,
+               report: Callable[[str], None] = print, resume: bool = False) -> dict:
+    """From nothing: the first edition's recipe into the cache, then the second edition grown from it."""
     cfg = train.PRESETS[preset]
     if max_minutes is not None:
         cfg = dataclasses.replace(cfg, max_minutes=max_minutes)
-    started = time.monotonic()
+    first = checkpoint_dir(out) / "first-edition"
     with tempfile.TemporaryDirectory() as work:
         trained = train.train(cfg, device, Path(work), report, checkpoint_dir(out), resume)
-        facts = export.save_model(trained, out, PROVISIONAL_DEFAULTS)
-    facts.update({
-        "history": trained.history,
-        "scaling_factor": trained.vae.config.scaling_factor,
-        "hardware": hardware(device),
-        "command": "python main.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"]
-        else f"python main.py demo train --preset {preset} --out {out}",
-    })
-    defaults = dict(PROVISIONAL_DEFAULTS)
-    note = "Not tuned (the run was started without tuning); provisional defaults."
-    if tune:
-        chosen, trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
-        defaults.update(chosen)
-        facts["tuning"] = trials
-        best = max(t["all"] for t in trials)
-        note = (f"A grid of {len(trials)} settings ({', '.join(ev.TUNE_GRID['scheduler'])} × steps "
-                f"{', '.join(map(str, ev.TUNE_GRID['steps']))} × guidance {', '.join(map(str, ev.TUNE_GRID['guidance']))}) "
-                f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-three-right, and the cheapest "
-                "setting within one prompt of it was chosen.")
-    facts["defaults"] = defaults
-    facts["defaults_note"] = note
-    facts["make_seconds"] = time.monotonic() - started
-    export.write_defaults(out, defaults)
+        facts = export.save_model(trained, first, PROVISIONAL_DEFAULTS)
+    facts.update({"history": trained.history, "hardware": hardware(device), "scaling_factor": trained.vae.config.scaling_factor,
+                  "command": f"python main.py demo train --preset {preset} --out {out}"})
+    (first / FACTS_FILE).write_text(json.dumps(facts, indent=2))
+    grown = grow_model(first, out, preset, report, resume)
+    grown["command"] = facts["command"]
+    (out / FACTS_FILE).write_text(json.dumps(grown, indent=2))
+    return grown
+
+
+def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36) -> dict:
+    """Choose the default settings by measurement and store them with the model (and its sibling)."""
+    chosen, trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
+    facts = json.loads((out / FACTS_FILE).read_text())
+    best = max(t["all"] for t in trials)
+    facts["tuning"] = trials
+    facts["defaults"] = {**facts.get("defaults", PROVISIONAL_DEFAULTS), **chosen}
+    facts["defaults_note"] = (
+        f"A grid of {len(trials)} settings ({', '.join(ev.TUNE_GRID['scheduler'])} × steps "
+        f"{', '.join(map(str, ev.TUNE_GRID['steps']))} × guidance {', '.join(map(str, ev.TUNE_GRID['guidance']))}) "
+        f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-attributes-right, and the "
+        "cheapest setting within one prompt of it was chosen.")
+    for folder in (out, export.inpainting_sibling(out)):
+        if folder.is_dir():
+            export.write_defaults(folder, facts["defaults"])
     (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
-    report(f"model written to {out} ({facts['size_mb']:.1f} MB); defaults {defaults}")
-    return facts
+    return facts["defaults"]
 
 
-def evaluate_model(model: str | Path, device: str, write_card: bool = False, sheet: Path | None = None) -> ev.EvalReport:
-    """Evaluate at the model's defaults on this machine; optionally rewrite its model card with the result."""
+def evaluate_model(model: str | Path, device: str, write_card: bool = False, sheet: Path | None = None,
+                   edits: bool = False) -> ev.EvalReport:
+    """Evaluate at the model's defaults on this machine (with `edits`, the editing suites too);
+    optionally rewrite its model card (and its sibling's) with the result."""
     engine = _engine(device)
-    result = ev.evaluate(engine, str(model), keep_images=sheet is not None or write_card)
-    folder = engine.loaded.info.path
+    folder = engine.registry.resolve(str(model)).path
+    result = ev.evaluate(engine, str(model), keep_images=sheet is not None or write_card, edits=edits or write_card)
     if sheet is not None:
         contact_sheet(result.images).save(sheet)
     if write_card:
@@ -92,6 +94,9 @@ def evaluate_model(model: str | Path, device: str, write_card: bool = False, she
         (folder / FACTS_FILE).write_text(json.dumps(facts, indent=2))
         export.write_card(folder, facts)
         contact_sheet(result.images).save(folder / "samples.png")
+        sibling = export.inpainting_sibling(folder)
+        if sibling.is_dir():
+            shutil.copy2(folder / "README.md", sibling / "README.md")
     return result
 
 

@@ -19,7 +19,8 @@ from desktop.engine import attention, conditioning, inpainting, schedulers
 from desktop.engine.editing import denoising_steps
 from desktop.engine.lora_apply import LoraState
 from desktop.engine.devices import Placement, release_memory, torch_dtype
-from desktop.engine.models import ModelDefaults, ModelInfo, ModelRegistry, load_pipeline, read_defaults
+from desktop.engine.models import (ModelDefaults, ModelInfo, ModelRegistry, inpainting_sibling, load_pipeline,
+                                   read_defaults)
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
@@ -192,6 +193,7 @@ class Engine:
         started = time.perf_counter()
         request = request.validated()  # before a model is loaded for nothing
         info = self.registry.resolve(request.model if request.model is not None else self.default_model)
+        info, notes = for_task(info, request)
         check_task(info, request)
         was_loaded = self._loaded
         loaded = self.load_model(info)
@@ -203,7 +205,7 @@ class Engine:
         applied = self._apply_loras(loaded, req)
         embeddings = self._load_embeddings(loaded, req)
         pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
-        warnings = prompt_warnings(pipe, req)
+        warnings = notes + prompt_warnings(pipe, req)
         for text in warnings:
             log.warning(text)
 
@@ -341,6 +343,14 @@ class Engine:
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
         built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
         return built.first(), built if built.scheduled else None
+
+
+def for_task(info: ModelInfo, request: GenerationRequest) -> tuple[ModelInfo, list[str]]:
+    """The model that does the job: inpainting goes to a model's dedicated sibling when it ships one."""
+    sibling = inpainting_sibling(info) if request.kind in ("inpaint", "outpaint") else None
+    if sibling is None:
+        return info, []
+    return sibling, [f"Inpainting with {sibling.name}, the inpainting edition of {info.name}."]
 
 
 def check_task(info: ModelInfo, request: GenerationRequest) -> None:

@@ -57,6 +57,8 @@ class ModelDefaults:
     height: int = 512
     negative_prompt: str = ""
     example_prompt: str = ""
+    inpainting_model: str = ""  # a sibling folder (same parent) that inpaints for this model
+
 
 
 def is_diffusers_folder(path: Path) -> bool:
@@ -122,6 +124,17 @@ def read_defaults(folder: Path) -> ModelDefaults:
     known = ModelDefaults.__dataclass_fields__
     base.update({k: v for k, v in stored.items() if k in known})
     return ModelDefaults(**base)
+
+
+def inpainting_sibling(info: ModelInfo) -> ModelInfo | None:
+    """The dedicated inpainting model a model names beside itself (the shipped model has one), if present."""
+    if not info.path.is_dir() or "inpainting" in info.kind:
+        return None
+    name = read_defaults(info.path).inpainting_model
+    sibling = info.path.parent / name if name else None
+    if sibling is None or Path(name).name != name or not is_diffusers_folder(sibling):
+        return None
+    return _info(sibling, info.source)
 
 
 def _info(folder: Path, source: str, name: str | None = None) -> ModelInfo:
