@@ -238,3 +238,47 @@ def test_sdxl_embeddings_load_into_both_text_encoders(engine, isolated_home, tmp
         token = tokenizer.convert_tokens_to_ids("xlemb")
         assert torch.allclose(encoder.get_input_embeddings().weight[token], vector[0])
         assert token in conditioning.chunks(tokenizer, "a xlemb circle")[0].tokens
+
+
+def test_a_kohya_sdxl_lora_reaches_the_unet_and_both_text_encoders(engine, lora_dir, tmp_path):
+    from tiny_models import build_tiny_sdxl_pipeline
+
+    model = tmp_path / "tiny-sdxl"
+    pipe = build_tiny_sdxl_pipeline(model / "_tok")
+    pipe.save_pretrained(model, safe_serialization=True)
+    write_random_lora(lora_dir / "xl-all.safetensors", pipe, "kohya", seed=1)
+    write_random_lora(lora_dir / "xl-te2.safetensors", pipe, "kohya", seed=2, scale=1.0, only=("text_encoder_2",))
+    keys = loras.read_header(lora_dir / "xl-all.safetensors")[0]
+    assert any(k.startswith("lora_te1_") for k in keys) and any(k.startswith("lora_te2_") for k in keys)
+    request = GenerationRequest("a red circle", model=str(model), **SMALL)
+    plain = pixels(engine.generate(request))
+    assert np.array_equal(pixels(engine.generate(request.replace(prompt="a red circle <lora:xl-all:0>"))), plain)
+    for name in ("xl-all", "xl-te2"):  # the second touches text_encoder_2 alone: the image still changes
+        result = engine.generate(request.replace(prompt=f"a red circle <lora:{name}:1>"))
+        assert [applied.name for applied in result.loras] == [name]
+        assert not np.array_equal(pixels(result), plain), name
+    assert np.array_equal(pixels(engine.generate(request)), plain)  # and everything comes back
+
+
+def test_an_embedding_file_that_changes_is_read_again(engine, isolated_home):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = paths.data_dir() / "embeddings"
+    folder.mkdir(parents=True)
+    path = folder / "mood.safetensors"
+    save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(1))}, str(path))
+    first = engine.generate(GenerationRequest("a red circle mood", **SMALL))
+    retrained = torch.randn(2, 32, generator=torch.Generator().manual_seed(2))
+    save_file({"emb_params": retrained}, str(path))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # as a later save would
+    second = engine.generate(GenerationRequest("a red circle mood", **SMALL))
+    assert second.embeddings[0].short_hash != first.embeddings[0].short_hash
+    pipe = engine.loaded.pipe
+    ids = [pipe.tokenizer.convert_tokens_to_ids(t) for t in ("mood", "mood_1")]
+    assert torch.allclose(pipe.text_encoder.get_input_embeddings().weight[ids], retrained)
+    assert not np.array_equal(pixels(second), pixels(first))
+    save_file({"emb_params": torch.randn(3, 32)}, str(path))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 2 * 10**9))
+    with pytest.raises(LatentStudioError, match="changed its number or width of vectors"):
+        engine.generate(GenerationRequest("a red circle mood", **SMALL))

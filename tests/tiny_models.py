@@ -100,8 +100,11 @@ def save_tiny_inpainting_model(folder: Path) -> Path:
 
 
 def write_random_lora(path: Path, pipe, fmt: str = "kohya", seed: int = 0, rank: int = 4, scale: float = 0.3,
-                      text_encoder: bool = True) -> Path:
-    """A LoRA with random weights for `pipe`'s attention layers, as kohya/A1111 or diffusers write one."""
+                      text_encoder: bool = True, only: tuple[str, ...] | None = None) -> Path:
+    """A LoRA with random weights for `pipe`'s attention layers, as kohya/A1111 or diffusers write one.
+
+    SDXL pipes get both text encoders (kohya's lora_te1_/lora_te2_); `only` keeps just the named parts.
+    """
     import re
 
     import torch
@@ -109,17 +112,23 @@ def write_random_lora(path: Path, pipe, fmt: str = "kohya", seed: int = 0, rank:
 
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    kohya_prefix = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if sdxl else "lora_te_",
+                    "text_encoder_2": "lora_te2_"}
     parts = [("unet", pipe.unet, r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")]
     if text_encoder:
-        parts.append(("text_encoder", pipe.text_encoder, r"self_attn\.(q_proj|k_proj|v_proj|out_proj)$"))
+        parts += [(name, getattr(pipe, name), r"self_attn\.(q_proj|k_proj|v_proj|out_proj)$")
+                  for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
     for part, model, pattern in parts:
+        if only is not None and part not in only:
+            continue
         for name, module in model.named_modules():
             if not re.search(pattern, name):
                 continue
             down = torch.randn(rank, module.in_features, generator=generator) * scale
             up = torch.randn(module.out_features, rank, generator=generator) * scale
             if fmt == "kohya":
-                prefix = ("lora_unet_" if part == "unet" else "lora_te_") + name.replace(".", "_")
+                prefix = kohya_prefix[part] + name.replace(".", "_")
                 tensors.update({f"{prefix}.lora_down.weight": down, f"{prefix}.lora_up.weight": up,
                                 f"{prefix}.alpha": torch.tensor(float(rank))})
             else:

@@ -3,7 +3,8 @@
 Files live in `<data dir>/embeddings/` and the folders in Settings (`embedding_folders`). SD 1.x/2.x
 files hold one tensor (`emb_params`, or `string_to_param.*` as A1111 saves them); SDXL files hold
 `clip_l` and `clip_g`, one per text encoder. An embedding is loaded into the model's tokenizer and
-text encoder the first time a prompt names it and stays while the model does. Only `.safetensors`:
+text encoder the first time a prompt names it and stays while the model does; a file that changes is
+read again (same number of vectors) on the next job. Only `.safetensors`:
 a pickled `.pt` is refused with the command that converts it.
 """
 
@@ -31,6 +32,7 @@ class Embedding:
     path: Path
     vectors: dict  # text encoder slot ("l" first encoder, "g" SDXL's second) -> tensor (n, width)
     short_hash: str  # A1111's: sha256 of the whole file, first 12 hex digits
+    stamp: tuple = ()  # the file's (size, mtime) when read: a changed file is read again
 
 
 def embedding_folders(extra: list[str] | tuple[str, ...] = ()) -> list[Path]:
@@ -38,13 +40,10 @@ def embedding_folders(extra: list[str] | tuple[str, ...] = ()) -> list[Path]:
 
 
 def find_files(folders: list[Path]) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for folder in folders:
-        if folder.is_dir():
-            for path in sorted(folder.rglob("*")):
-                if path.suffix.lower() in (SUFFIX, ".pt", ".bin") and path.is_file():
-                    files.setdefault(path.stem, path)
-    return files
+    """Every embedding file by name (pickles too, to name them as unsafe)."""
+    from desktop.engine.loras import files_by_stem
+
+    return files_by_stem(folders, (SUFFIX, ".pt", ".bin"))
 
 
 def base_of(path: Path) -> tuple[str, int] | None:
@@ -93,7 +92,12 @@ def read(path: Path) -> Embedding:
         vectors = {"l": found[0]}
     vectors = {slot: v.reshape(-1, v.shape[-1]) for slot, v in vectors.items()}
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return Embedding(path.stem, path, vectors, digest)
+    return Embedding(path.stem, path, vectors, digest, file_stamp(path))
+
+
+def file_stamp(path: Path) -> tuple:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def load_into(pipe, embedding: Embedding) -> None:
@@ -115,6 +119,25 @@ def load_into(pipe, embedding: Embedding) -> None:
                                         tokenizer=tokenizer, text_encoder=encoder)
         except ValueError as exc:  # e.g. the name is already a word of the tokenizer's vocabulary
             raise EmbeddingError(f"The embedding {embedding.name} cannot be added: {exc}") from exc
+
+
+def replace_in(pipe, old: Embedding, new: Embedding) -> None:
+    """A loaded embedding whose file changed: its tokens get the new vectors (the same count), in place."""
+    import torch
+
+    if {k: v.shape for k, v in old.vectors.items()} != {k: v.shape for k, v in new.vectors.items()}:
+        raise EmbeddingError(f"The embedding {new.name} changed its number or width of vectors since it was loaded; "
+                             "switch to another model and back to load the new file.")
+    targets = [("l", pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        targets.append(("g", pipe.tokenizer_2, pipe.text_encoder_2))
+    for slot, tokenizer, encoder in targets:
+        vectors = new.vectors[slot]
+        tokens = [new.name] + [f"{new.name}_{i}" for i in range(1, vectors.shape[0])]
+        table = encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            for token, vector in zip(tokens, vectors):
+                table[tokenizer.convert_tokens_to_ids(token)] = vector.to(table.device, table.dtype)
 
 
 def expand(tokenizer, text: str) -> str:

@@ -242,9 +242,13 @@ class Engine:
         folders = embeddings.embedding_folders(self.options.embedding_folders)
         used = []
         for path in embeddings.named_in([req.prompt, req.negative_prompt], folders):
-            if path.stem not in loaded.embeddings:
+            known = loaded.embeddings.get(path.stem)
+            if known is None or known.path != path or known.stamp != embeddings.file_stamp(path):
                 embedding = embeddings.read(path)
-                embeddings.load_into(loaded.pipe, embedding)
+                if known is None:
+                    embeddings.load_into(loaded.pipe, embedding)
+                else:  # the file changed (or another folder's file took the name) since it was loaded
+                    embeddings.replace_in(loaded.pipe, known, embedding)
                 loaded.embeddings[path.stem] = embedding
             used.append(loaded.embeddings[path.stem])
         return used

@@ -58,14 +58,20 @@ def lora_folders(extra: list[str] | tuple[str, ...] = ()) -> list[Path]:
     return [paths.data_dir() / "loras", *(Path(f).expanduser() for f in extra)]
 
 
-def find_files(folders: list[Path]) -> dict[str, Path]:
-    """Every LoRA file by name (the first folder wins when two share a stem)."""
+def files_by_stem(folders: list[Path], suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Files with these suffixes under the folders, by name (the first folder wins when two share a stem)."""
     found: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
-            for path in sorted(folder.rglob(f"*{SUFFIX}")):
-                found.setdefault(path.stem, path)
+            for path in sorted(folder.rglob("*")):
+                if path.suffix.lower() in suffixes and path.is_file():
+                    found.setdefault(path.stem, path)
     return found
+
+
+def find_files(folders: list[Path]) -> dict[str, Path]:
+    """Every LoRA file by name."""
+    return files_by_stem(folders, (SUFFIX,))
 
 
 def list_loras(folders: list[Path]) -> tuple[list[LoraFile], list[tuple[Path, str]]]:
