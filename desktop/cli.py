@@ -36,30 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate images from a prompt")
     gen.add_argument("prompt", nargs="?", help="what to draw (omit with --from-file)")
     gen.add_argument("--from-file", type=Path, metavar="FILE", help="one prompt per line, each generated in turn")
-    gen.add_argument("--negative", default="", help="what to keep out of the image")
-    gen.add_argument("--model", help="model name (see `models`) or path to a diffusers folder")
-    gen.add_argument("--steps", type=int, help="denoising steps, 1-150 (default: the model's)")
-    gen.add_argument("--guidance", type=float, help="CFG scale, 0-30 (default: the model's)")
-    gen.add_argument("--size", metavar="WxH", help="image size, multiples of 8 from 64 to 2048 (default: the model's)")
-    gen.add_argument("--seed", type=int, help="seed of the first image; the next images use the following seeds")
-    gen.add_argument("--scheduler", help="sampler: " + ", ".join(_scheduler_names()))
     gen.add_argument("--count", type=int, default=1, help="images per prompt (default 1)")
-    _add_placement_args(gen)
-    gen.add_argument("--out", type=Path, metavar="DIR", help="folder for the images (default: the gallery)")
     gen.add_argument("--animation", type=Path, metavar="FILE",
                      help="also write the denoising as an animated .webp or .gif: one frame per step, then the image")
-    gen.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
-    edit = gen.add_argument_group("editing an image (see README: Editing images)")
-    edit.add_argument("--init-image", type=Path, metavar="PATH", help="start from this image (image to image)")
-    edit.add_argument("--strength", type=float, metavar="S",
-                      help="how much to change it, above 0 to 1 (default 0.75; 1.0 with a mask or outpaint)")
-    edit.add_argument("--mask", type=Path, metavar="PATH", help="repaint where this mask is white (inpainting)")
-    edit.add_argument("--mask-blur", type=int, default=4, metavar="PX", help="soft edge of the mask in pixels (default 4)")
-    edit.add_argument("--only-masked", action="store_true",
-                      help="work on the masked area at the model's size, then paste it back (detail for small areas)")
-    edit.add_argument("--mask-padding", type=int, default=32, metavar="PX",
-                      help="context around the mask with --only-masked (default 32)")
-    edit.add_argument("--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM", help="extend the canvas by these pixels (multiples of 8)")
+    _add_request_args(gen)
+
+    grid = sub.add_parser("grid", help="an X/Y/Z plot: one setting per axis, every combination, one labelled grid")
+    grid.add_argument("prompt", help="what to draw (the prompt axis searches and replaces in it)")
+    for flag, need in (("--x", True), ("--y", False), ("--z", False)):
+        grid.add_argument(flag, required=need, metavar="NAME=V1,V2,...",
+                          help=f"axis: {', '.join(_grid_axis_names())} (values with spaces or commas in quotes)")
+    _add_request_args(grid)
 
     upscale = sub.add_parser("upscale", help="enlarge an image and redraw its detail (hires fix)")
     upscale.add_argument("image", type=Path, help="the image to enlarge")
@@ -137,6 +124,37 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_arguments(bench)
     _add_placement_args(bench)
     return parser
+
+
+def _add_request_args(parser) -> None:
+    """The flags that describe one image, shared by generate and grid."""
+    parser.add_argument("--negative", default="", help="what to keep out of the image")
+    parser.add_argument("--model", help="model name (see `models`) or path to a diffusers folder")
+    parser.add_argument("--steps", type=int, help="denoising steps, 1-150 (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="CFG scale, 0-30 (default: the model's)")
+    parser.add_argument("--size", metavar="WxH", help="image size, multiples of 8 from 64 to 2048 (default: the model's)")
+    parser.add_argument("--seed", type=int, help="seed of the first image; the next images use the following seeds")
+    parser.add_argument("--scheduler", help="sampler: " + ", ".join(_scheduler_names()))
+    _add_placement_args(parser)
+    parser.add_argument("--out", type=Path, metavar="DIR", help="folder for the images (default: the gallery)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    edit = parser.add_argument_group("editing an image (see README: Editing images)")
+    edit.add_argument("--init-image", type=Path, metavar="PATH", help="start from this image (image to image)")
+    edit.add_argument("--strength", type=float, metavar="S",
+                      help="how much to change it, above 0 to 1 (default 0.75; 1.0 with a mask or outpaint)")
+    edit.add_argument("--mask", type=Path, metavar="PATH", help="repaint where this mask is white (inpainting)")
+    edit.add_argument("--mask-blur", type=int, default=4, metavar="PX", help="soft edge of the mask in pixels (default 4)")
+    edit.add_argument("--only-masked", action="store_true",
+                      help="work on the masked area at the model's size, then paste it back (detail for small areas)")
+    edit.add_argument("--mask-padding", type=int, default=32, metavar="PX",
+                      help="context around the mask with --only-masked (default 32)")
+    edit.add_argument("--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM", help="extend the canvas by these pixels (multiples of 8)")
+
+
+def _grid_axis_names() -> tuple[str, ...]:
+    from desktop.engine.grid import AXIS_NAMES
+
+    return AXIS_NAMES
 
 
 def _add_placement_args(parser: argparse.ArgumentParser) -> None:
@@ -272,6 +290,45 @@ def cmd_generate(args) -> int:
             seed = (seed + request.count) % SEED_LIMIT
     if args.json:
         print(json.dumps(reports if args.from_file else reports[0], indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_grid(args) -> int:
+    from desktop.engine import grid
+    from desktop.engine.request import GenerationRequest, parse_size
+    from desktop.gallery.store import open_gallery
+    from desktop.service import GenerationService
+
+    axes = [grid.parse_axis(text, flag) if text else None
+            for flag, text in (("--x", args.x), ("--y", args.y), ("--z", args.z))]
+    if axes[2] is not None and axes[1] is None:
+        raise LatentStudioError("--z needs a --y axis too.")
+    width, height = parse_size(args.size) if args.size else (None, None)
+    base = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative, steps=args.steps,
+                             guidance=args.guidance, width=width, height=height, seed=args.seed,
+                             scheduler=args.scheduler, model=args.model).validated().with_seed()
+    edit = _edit_settings(args)
+    settings = load_settings()
+    with open_gallery(settings) as gallery:
+        if edit is not None:
+            base = base.replace(edit=_keep_edit(gallery, args, edit)).validated()
+        grid.cells(base, *axes)  # every axis checked against the request before a model loads
+        service = GenerationService(settings, gallery, _overrides(args))
+        total = len(grid.cells(base, *axes))
+
+        def on_cell(cell, job) -> None:
+            labels = [axis.labels[i] for axis, i in zip(axes, cell.position) if axis is not None]
+            print(f"[{len(done) + 1}/{total}] {', '.join(labels)}: {job.saved[0].path}", file=sys.stderr, flush=True)
+            done.append({"position": list(cell.position), "labels": labels, "path": str(job.saved[0].path),
+                         "seed": job.saved[0].request.seed})
+
+        done: list[dict] = []
+        result = service.run_grid(base, *axes, out_dir=args.out, on_cell=on_cell)
+    if args.json:
+        print(json.dumps({"grid": str(result.grid.path), "axes": {k: a.as_dict() for k, a in zip("xyz", axes) if a},
+                          "cells": done}, indent=2, ensure_ascii=False))
+    else:
+        print(result.grid.path)
     return 0
 
 
@@ -495,5 +552,5 @@ def cmd_package(args) -> int:
     return packaging.run(args)
 
 
-COMMANDS = {"package": cmd_package, "generate": cmd_generate, "upscale": cmd_upscale, "loras": cmd_loras, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
+COMMANDS = {"package": cmd_package, "generate": cmd_generate, "grid": cmd_grid, "upscale": cmd_upscale, "loras": cmd_loras, "explain": cmd_explain, "models": cmd_models, "bench": cmd_bench, "demo": cmd_demo,
             "gallery": cmd_gallery}

@@ -51,6 +51,12 @@ class JobResult:
         return self.generation.seeds
 
 
+@dataclass
+class GridResult:
+    grid: SavedImage  # the labelled grid
+    cells: list  # (engine.grid.Cell, JobResult) in the order they ran
+
+
 def accept(request: GenerationRequest, gallery) -> GenerationRequest:
     """Validated, its seed fixed, its prompt in the history: ready to queue (the window) or run (the CLI)."""
     request = request.validated().with_seed()
@@ -132,11 +138,35 @@ class GenerationService:
                  for image, seed in zip(result.images, result.seeds)]
         return JobResult(saved, result)
 
+    def run_grid(self, base: GenerationRequest, x, y=None, z=None, cancel: threading.Event | None = None,
+                 out_dir: Path | None = None, on_cell=None) -> GridResult:
+        """An X/Y/Z plot (engine/grid.py): each cell generated and saved as a normal image, then one
+        labelled grid image with the axes in its metadata. Cancelling keeps the cells already made."""
+        from desktop.engine import grid
+        from desktop.engine.generation import GenerationCancelled
+
+        base = self.accept(base.replace(count=1).with_seed())
+        made: list[tuple[grid.Cell, JobResult]] = []
+        for cell in grid.cells(base, x, y, z):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled()
+            job = self.run(self.accept(cell.request), cancel=cancel, out_dir=out_dir)
+            made.append((cell, job))
+            if on_cell is not None:
+                on_cell(cell, job)
+        sheet = grid.compose({cell.position: job.saved[0].image for cell, job in made}, x, y, z)
+        record = {key: axis.as_dict() for key, axis in (("x", x), ("y", y), ("z", z)) if axis is not None}
+        record["cells"] = [{"position": list(cell.position), "path": str(job.saved[0].path)} for cell, job in made]
+        first = made[0][1].generation
+        request = first.request.for_image(base.seed).replace(width=sheet.width, height=sheet.height)
+        saved = self._save(sheet, request, first.model.as_dict(), out_dir, (), record)
+        return GridResult(saved, made)
+
     def _save(self, image, request: GenerationRequest, model: dict, out_dir: Path | None,
-              networks: tuple[dict, ...]) -> SavedImage:
+              networks: tuple[dict, ...], grid: dict | None = None) -> SavedImage:
         strip = self.settings.strip_metadata
         if out_dir is not None:
-            path = write_image(image, out_dir, request, model, strip, time.time(), networks)
+            path = write_image(image, out_dir, request, model, strip, time.time(), networks, grid)
             return SavedImage(path, request, image, None)
-        record = self.gallery.save_image(image, request, model, strip, networks)
+        record = self.gallery.save_image(image, request, model, strip, networks, grid)
         return SavedImage(record.path, request, image, record)

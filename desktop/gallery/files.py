@@ -17,11 +17,11 @@ def dated_folder(root: Path, when: datetime | None = None) -> Path:
 
 
 def write_image(image, folder: Path, request, model: dict, strip_metadata: bool, created: float,
-                networks: tuple[dict, ...] = ()) -> Path:
+                networks: tuple[dict, ...] = (), grid: dict | None = None) -> Path:
     """One generated image as `<time>-<seed>.png` with its metadata (none when privacy asks)."""
     from desktop.gallery.metadata import text_chunks
 
-    chunks = None if strip_metadata else text_chunks(request, model, created=created, networks=networks)
+    chunks = None if strip_metadata else text_chunks(request, model, created=created, networks=networks, grid=grid)
     return save_png_atomic(image, folder, f"{datetime.fromtimestamp(created):%Y%m%d-%H%M%S}-{request.seed}", chunks)
 
 

@@ -27,7 +27,8 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(ch in value for ch in ",:\n\"") else value
 
 
-def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[dict, ...] = ()) -> str:
+def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[dict, ...] = (),
+                     grid: dict | None = None) -> str:
     fields = [
         ("Steps", str(req.steps)),
         ("Sampler", req.scheduler or ""),
@@ -41,6 +42,7 @@ def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[di
         used = [n for n in networks if n["kind"] == kind]
         if used:
             fields.append((field_name, ", ".join(f"{n['name']}: {n['hash']}" for n in used)))
+    fields += grid_fields(grid)
     lines = [req.prompt]
     # A line of the prompt that starts like the negative line would be read as one, unless a real
     # negative line follows it (readers take the last one).
@@ -67,22 +69,41 @@ def edit_fields(req: GenerationRequest) -> list[tuple[str, str]]:
     return fields
 
 
-def app_record(req: GenerationRequest, model: dict, created: float | None = None, networks: tuple[dict, ...] = ()) -> str:
+def grid_fields(grid: dict | None) -> list[tuple[str, str]]:
+    """An X/Y/Z plot's axes as A1111's script writes them ("X Type: Steps, X Values: 4,8")."""
+    fields = [("Script", "X/Y/Z plot")] if grid else []
+    for key in ("x", "y", "z"):
+        axis = (grid or {}).get(key)
+        if axis:
+            fields += [(f"{key.upper()} Type", axis["name"].capitalize()),
+                       (f"{key.upper()} Values", ",".join(_csv(v) for v in axis["values"]))]
+    return fields
+
+
+def _csv(value) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f'"{text}"' if "," in text or " " in text else text
+
+
+def app_record(req: GenerationRequest, model: dict, created: float | None = None, networks: tuple[dict, ...] = (),
+               grid: dict | None = None) -> str:
     record = {"schema": APP_SCHEMA, "kind": req.kind, "request": req.to_dict(), "model": model}
     if networks:
         record["networks"] = list(networks)
+    if grid:
+        record["grid"] = grid
     if created is not None:
         record["created"] = created
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
 def text_chunks(req: GenerationRequest, model: dict, created: float | None = None,
-                networks: tuple[dict, ...] = ()) -> dict[str, str]:
+                networks: tuple[dict, ...] = (), grid: dict | None = None) -> dict[str, str]:
     """`req` is what made one image: its own seed, count 1. `networks`: the LoRAs and embeddings applied,
-    {"kind": "lora" or "embedding", "name", "hash"} each."""
+    {"kind": "lora" or "embedding", "name", "hash"} each. `grid`: an X/Y/Z plot's axes and cells."""
     return {
-        A1111_KEY: a1111_parameters(req, model.get("name", ""), networks),
-        APP_KEY: app_record(req, model, created, networks),
+        A1111_KEY: a1111_parameters(req, model.get("name", ""), networks, grid),
+        APP_KEY: app_record(req, model, created, networks, grid),
     }
 
 

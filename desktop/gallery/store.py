@@ -158,14 +158,14 @@ class Gallery:
     # --- adding ------------------------------------------------------------------------------
 
     def save_image(self, image, request, model: dict, strip_metadata: bool = False,
-                   networks: tuple[dict, ...] = ()) -> ImageRecord:
+                   networks: tuple[dict, ...] = (), grid: dict | None = None) -> ImageRecord:
         """Write the PNG (atomically) and index it; the file is on disk before the index knows it.
 
         `request` is what made this one image (its own seed, count 1); `model` is ModelInfo.as_dict().
         """
         now = time.time()
         path = write_image(image, dated_folder(self.root, datetime.fromtimestamp(now)), request, model,
-                           strip_metadata, now, networks)
+                           strip_metadata, now, networks, grid)
         made = request.replace(model=model.get("name") or None, width=image.width, height=image.height)
         meta = ImageMetadata(source="latent_studio", created=now, request=made)
         try:
