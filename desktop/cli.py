@@ -215,15 +215,20 @@ def cmd_models(args) -> int:
     settings = load_settings()
     from desktop.service import model_registry
 
+    from desktop.engine.fewstep import recognise
+
     models = model_registry(settings).list()
+    fast = {m.path: recognise(m.path) for m in models}
     if args.json:
-        print(json.dumps([{**m.as_dict(), "size_bytes": model_size(m)} for m in models], indent=2))
+        print(json.dumps([{**m.as_dict(), "size_bytes": model_size(m), "fast": fast[m.path].note if fast[m.path] else None}
+                          for m in models], indent=2))
         return 0
     if not models:
         print(f"No models found. Copy a diffusers model folder or a .safetensors checkpoint into "
               f"{paths.user_models_dir()}, add a models folder in the settings, or pass --model PATH.")
         return 0
-    rows = [(m.name, m.kind, f"{model_size(m) / 1e9:.2f} GB", m.source, str(m.path)) for m in models]
+    rows = [(m.name, m.kind + (f" ({fast[m.path].note})" if fast[m.path] else ""), f"{model_size(m) / 1e9:.2f} GB",
+             m.source, str(m.path)) for m in models]
     _print_table(("NAME", "KIND", "SIZE", "SOURCE", "PATH"), rows)
     return 0
 

@@ -11,16 +11,18 @@ import dataclasses
 import logging
 import threading
 import time
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from desktop.engine import attention, conditioning, inpainting, schedulers
+from desktop.engine import attention, conditioning, fewstep, inpainting, schedulers
+from desktop.engine.fewstep import FewStep
 from desktop.engine.editing import denoising_steps
 from desktop.engine.lora_apply import LoraState
 from desktop.engine.devices import Placement, release_memory, torch_dtype
-from desktop.engine.models import (ModelDefaults, ModelInfo, ModelRegistry, inpainting_sibling, load_pipeline,
-                                   read_defaults)
+from desktop.engine.models import (APP_DEFAULTS_FILE, ModelDefaults, ModelInfo, ModelRegistry, inpainting_sibling,
+                                   load_pipeline, read_defaults)
 from desktop.engine.previews import LatentPreviewer, PreviewFactors
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
@@ -66,6 +68,7 @@ class LoadedModel:
     edit_pipes: dict = field(default_factory=dict)  # "image"/"inpaint" -> a pipeline sharing pipe's modules
     lora_state: LoraState = field(default_factory=LoraState)
     embeddings: dict = field(default_factory=dict)  # name -> Embedding loaded into the text encoders
+    fast: FewStep | None = None  # a few-step model's profile (engine/fewstep.py)
 
     def pipeline(self, task: str):
         """The pipeline for a task ("text", "image" or "inpaint"), sharing this model's weights."""
@@ -147,6 +150,7 @@ class Engine:
             module = getattr(pipe, name, None)
             if module is not None:
                 _time_module(module, clock)
+        fast = fewstep.recognise(info.path)
         loaded = LoadedModel(
             info=info,
             placement=placement,
@@ -154,6 +158,7 @@ class Engine:
             processor=processor,
             base_scheduler_config=dict(pipe.scheduler.config),
             defaults=read_defaults(info.path),
+            fast=fast,
             previewer=LatentPreviewer(PreviewFactors.for_model(info.path, is_sdxl=info.kind.startswith("SDXL"))),
             encode_clock=clock,
             load_seconds=time.perf_counter() - start,
@@ -169,10 +174,34 @@ class Engine:
 
     # --- generation -------------------------------------------------------------------------
 
+    def few_step(self, loaded: LoadedModel, request: GenerationRequest) -> FewStep | None:
+        """The model's few-step profile, or one a LoRA in the prompt brings (LCM-LoRA, Hyper-SD, ...)."""
+        if loaded.fast is not None:
+            return loaded.fast
+        from desktop.engine import loras
+
+        uses = loras.uses_in(request.prompt)
+        if not uses:
+            return None
+        files = loras.find_files(loras.lora_folders(self.options.lora_folders))
+        found = []
+        for use in uses:
+            path = files.get(use.name)
+            if use.te or use.unet:
+                try:  # a broken file is reported, by name, when the LoRAs are applied
+                    found.append((path, loras.read_header(path)[1]) if path else (Path(use.name), {}))
+                except loras.LoraError:
+                    found.append((path, {}))
+        return fewstep.from_loras(found)
+
     def resolve(self, request: GenerationRequest, loaded: LoadedModel, inputs: dict | None = None) -> GenerationRequest:
-        """Fill every value left open from the model's defaults; a random seed when none was given.
-        An edit's size is its result's (see editing.py) and its strength is made explicit."""
+        """Fill every value left open from the model's defaults (a few-step model's own, when it is one;
+        stored app defaults win); a random seed when none was given. An edit's size is its result's
+        (see editing.py) and its strength is made explicit."""
         d = loaded.defaults
+        fast = None if (loaded.info.path / APP_DEFAULTS_FILE).is_file() else self.few_step(loaded, request)
+        if fast is not None:
+            d = dataclasses.replace(d, steps=fast.steps, guidance=fast.guidance, scheduler=fast.scheduler)
         scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
         req = request.with_seed().replace(
             steps=request.steps if request.steps is not None else d.steps,
@@ -204,7 +233,12 @@ class Engine:
         pipe = loaded.pipe
         applied = self._apply_loras(loaded, req)
         embeddings = self._load_embeddings(loaded, req)
-        pipe.scheduler = schedulers.build(req.scheduler, loaded.base_scheduler_config)
+        fast = self.few_step(loaded, req)
+        pipe.scheduler = schedulers.build(req.scheduler, {**loaded.base_scheduler_config,
+                                                          **(fast.scheduler_overrides() if fast else {})})
+        if fast is not None and request.steps is None:
+            notes = notes + [f"{fast.note}: ran {req.steps} step{'s' * (req.steps > 1)}, CFG {req.guidance:g}, "
+                             f"{req.scheduler}; set steps, guidance or sampler to override."]
         warnings = notes + prompt_warnings(pipe, req)
         for text in warnings:
             log.warning(text)

@@ -16,6 +16,7 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LCM": ("LCMScheduler", {}),
+    "TCD": ("TCDScheduler", {}),
     "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
     "Heun": ("HeunDiscreteScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),
