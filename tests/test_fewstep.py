@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import pytest
 from test_checkpoints import SDXL_SHAPES, sparse_safetensors
 from test_cli import run_cli
 from tiny_models import build_tiny_pipeline, write_random_lora

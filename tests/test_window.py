@@ -43,6 +43,13 @@ def window(qtbot, user_model):
         win.close()
 
 
+def drop_event(path) -> QDropEvent:
+    """A file dropped from a file manager."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    return QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+
 def prepare(win, prompt="a red circle on a blue background", steps=3):
     panel = win.prompt_panel
     panel.prompt.setPlainText(prompt)
@@ -138,12 +145,8 @@ def test_dropping_an_a1111_png_fills_the_prompt_panel(qtbot, window, tmp_path):
                                 "Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model: sd15")
     png = tmp_path / "from a1111.png"
     Image.new("RGB", (512, 768)).save(png, pnginfo=info)
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(png))])
-    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
     with qtbot.waitSignal(window.settings_loaded, timeout=10_000):
-        window.dropEvent(event)  # read off the GUI thread
+        window.dropEvent(drop_event(png))  # read off the GUI thread
     panel = window.prompt_panel
     assert panel.prompt.toPlainText() == "a lighthouse, at dusk" and panel.negative.toPlainText() == "fog"
     assert (panel.steps.value(), panel.guidance.value(), panel.width_box.value(), panel.height_box.value()) == (
@@ -275,11 +278,7 @@ def test_edit_an_image_paint_a_mask_run_it_and_see_its_lineage(qtbot, window, tm
     run_job(qtbot, window)  # a first picture, in the gallery: the edit's parent
     parent = window.browser.model.record_at(0)
     panel = window.edit_panel
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(parent.path))])
-    drop = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
-    panel.dropEvent(drop)  # read off the GUI thread
+    panel.dropEvent(drop_event(parent.path))  # read off the GUI thread
     qtbot.waitUntil(lambda: panel.init is not None, timeout=10_000)
     assert window.stage.currentWidget() is panel.canvas and panel.kind() == "img2img"
     canvas = panel.canvas
