@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--json", action="store_true")
     _add_placement_args(forward)
 
+    schedule = explain_sub.add_parser("schedule", help="which timesteps each sampler visits, plotted")
+    schedule.add_argument("--samplers", default="Euler,DPM++ 2M,DPM++ 2M Karras,DDIM",
+                          help="comma-separated sampler names (default: Euler,DPM++ 2M,DPM++ 2M Karras,DDIM)")
+    schedule.add_argument("--steps", type=int, default=10, help="step count (default 10)")
+    schedule.add_argument("--spacing", default="", help="also respace: leading, trailing and/or linspace, comma-separated")
+    schedule.add_argument("--model", help="whose noise schedule (default: the default model)")
+    schedule.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="where to write the plot")
+    schedule.add_argument("--json", action="store_true")
+
     models = sub.add_parser("models", help="list the models the app can see; convert a pickle checkpoint")
     models.add_argument("--json", action="store_true")
     models_sub = models.add_subparsers(dest="models_command", parser_class=_Parser)
@@ -460,6 +469,8 @@ def _report(job) -> dict:
 
 
 def cmd_explain(args) -> int:
+    if args.explain_command == "schedule":
+        return _explain_schedule(args)
     from PIL import Image, UnidentifiedImageError
 
     from desktop.engine import explain
@@ -484,6 +495,33 @@ def cmd_explain(args) -> int:
     if args.json:
         print(json.dumps({"out": str(args.out), "model": loaded.info.name, "size": list(image.size),
                           "frames": [{"t": f.t, "alpha_bar": f.alpha_bar} for f in frames]}, indent=2))
+    else:
+        print(args.out)
+    return 0
+
+
+def _explain_schedule(args) -> int:
+    from desktop.engine import sampler_schedule as ss
+    from desktop.engine.schedulers import canonical_name
+    from desktop.errors import InvalidRequest
+    from desktop.service import model_registry
+
+    if not 1 <= args.steps <= 150:
+        raise InvalidRequest(f"--steps must be 1-150 (got {args.steps}).")
+    names = [canonical_name(n) for n in args.samplers.split(",") if n.strip()]
+    spacings = [s.strip().lower() for s in args.spacing.split(",") if s.strip()] or [None]
+    bad = [s for s in spacings if s is not None and s not in ss.SPACINGS]
+    if bad:
+        raise InvalidRequest(f"--spacing {bad[0]!r}: choose from {', '.join(ss.SPACINGS)}.")
+    info = model_registry(load_settings()).resolve(args.model)
+    config = ss.model_scheduler_config(info)
+    series = [ss.visited(name, args.steps, config, spacing) for name in names for spacing in spacings]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    ss.plot(series, total=int(config.get("num_train_timesteps", 1000))).save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "model": info.name, "steps": args.steps,
+                          "samplers": [{"label": s.label, "timesteps": s.timesteps, "sigmas": s.sigmas} for s in series]},
+                         indent=2))
     else:
         print(args.out)
     return 0

@@ -165,3 +165,49 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(LatentStudioError, match="other training settings"):
         train.train(dataclasses.replace(cfg, unet_lr=1.0), "cpu", tmp_path / "w4", checkpoint_dir=tmp_path / "c2",
                     resume=True, **quiet)
+
+
+def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_sibling(tmp_path):
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from desktop.demo import finetune
+    from desktop.demo.make import grow_model
+    from desktop.engine.generation import Engine, EngineOptions
+    from desktop.engine.request import Edit, GenerationRequest
+    from desktop.gallery.inputs import pixel_hash
+    from test_shipped_model import SHIPPED
+
+    cfg = dataclasses.replace(finetune.FINETUNE_PRESETS["quick"], decoder_steps=2, corner_steps=2, pool=16,
+                              unet_steps=2, inpaint_pool=16, inpaint_steps=2, checkpoint_every=1)
+    finetune.FINETUNE_PRESETS["test"] = cfg
+    try:
+        facts = grow_model(SHIPPED, tmp_path / "shapes", "test", report=lambda line: None)
+    finally:
+        del finetune.FINETUNE_PRESETS["test"]
+    base, sibling = tmp_path / "shapes", tmp_path / "shapes-inpaint"
+    assert facts["size_mb"] < 30 and json.loads((base / "latent_studio.json").read_text())["inpainting_model"] == "shapes-inpaint"
+    assert json.loads((sibling / "unet" / "config.json").read_text())["in_channels"] == 9
+    vae, text_encoder, tokenizer, _ = finetune.load_components(base)
+    with torch.no_grad():  # the posterior is deterministic: a sample is the mean
+        posterior = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist
+    assert torch.allclose(posterior.sample(), posterior.mean, atol=1e-4)
+    for word in domain.vocabulary():
+        assert len(tokenizer(word).input_ids) == 3, word
+    assert text_encoder.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+    engine = Engine(options=EngineOptions(device="cpu", precision="fp32"))
+    init, mask = render(5).image, Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 40, 40), fill=255)
+    edit = Edit(pixel_hash(init), mask=pixel_hash(mask))
+    result = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1, edit=edit),
+                             inputs={edit.init_image: init, edit.mask: mask})
+    assert result.model.name == "shapes-inpaint" and engine.loaded.pipe.unet.config.in_channels == 9
+    assert result.warnings[0] == "Inpainting with shapes-inpaint, the inpainting edition of shapes."
+    far = np.asarray(result.images[0])[60:, 60:]
+    assert np.array_equal(far, np.asarray(init)[60:, 60:])  # outside the mask and its blur band: the original
+    plain = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1))
+    assert plain.model.name == "shapes" and not plain.warnings

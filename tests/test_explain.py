@@ -87,3 +87,36 @@ def test_an_animation_has_one_frame_per_step_plus_the_image(tiny_model, tmp_path
     wrong = run_cli("generate", "x", "--model", tiny_model, "--size", "64x64", "--steps", "2",
                     "--animation", tmp_path / "steps.mp3")
     assert wrong.returncode == 2 and ".webp or .gif" in wrong.stderr
+
+
+def test_each_sampler_visits_its_own_timesteps():
+    from desktop.engine import sampler_schedule as ss
+
+    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "steps_offset": 1, "timestep_spacing": "leading"}
+    leading = ss.visited("Euler", 10, config)
+    trailing = ss.visited("euler", 10, config, "trailing")
+    karras = ss.visited("DPM++ 2M Karras", 10, config)
+    assert leading.timesteps[:2] == [901.0, 801.0] and leading.label == "Euler (leading)"
+    assert trailing.timesteps[0] == 999.0 and trailing.label == "Euler (trailing)"
+    assert all(a > b for a, b in zip(karras.timesteps, karras.timesteps[1:]))
+    assert sum(t < 250 for t in karras.timesteps) > sum(t < 250 for t in leading.timesteps)  # Karras: low noise
+    assert all(a > b for a, b in zip(leading.sigmas, leading.sigmas[1:]))
+    assert len(ss.visited("Heun", 10, config).timesteps) == 19  # a second-order sampler: two calls a step
+    image = ss.plot([leading, trailing, karras])
+    assert image.size == (760, 440)
+
+
+def test_cli_plots_the_schedules(tmp_path):
+    out = tmp_path / "schedule.png"
+    proc = run_cli("explain", "schedule", "--steps", "6", "--samplers", "Euler,DDIM", "--spacing", "leading,trailing",
+                   "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [s["label"] for s in report["samplers"]] == ["Euler (leading)", "Euler (trailing)", "DDIM (leading)",
+                                                         "DDIM (trailing)"]
+    assert all(len(s["timesteps"]) == 6 for s in report["samplers"]) and Image.open(out).size == (760, 440)
+    for args, message in ((["--samplers", "Fast"], "Unknown scheduler"), (["--spacing", "late"], "--spacing"),
+                          (["--steps", "0"], "1-150")):
+        proc = run_cli("explain", "schedule", *args, "--out", out)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

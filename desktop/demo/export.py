@@ -166,10 +166,12 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    image to image at strength 0.15–0.3 came back covered in blotches. The head is now zeroed at
    diffusers' floor (log-variance -30), so a sample is the mean, in this app and in any other tool.
 2. **Clean edges.** The decoder (post-quant conv and decoder; the encoder and so the latent space
-   unchanged) was fine-tuned {cg.get('decoder_steps', '?')} steps of batch {cg.get('decoder_batch', '?')} on whole images, with the outermost
-   {FRAME} pixels weighted ×{FRAME_WEIGHT:.0f}: zero padding had taught it a light line and stray pixels there.
-   Round-trip error on the outermost pixel ring: {fb.get('frame', float('nan')):.2f} → {fa.get('frame', float('nan')):.2f} (0–255; inside the image
-   {fb.get('inside', float('nan')):.2f} → {fa.get('inside', float('nan')):.2f}).
+   unchanged, so this stage is independent of the UNet's) was fine-tuned on whole images in two
+   passes: {cg.get('decoder_steps', '?')} steps of batch {cg.get('decoder_batch', '?')} with the outermost {FRAME} pixels weighted ×{FRAME_WEIGHT:.0f}, then
+   {cg.get('corner_steps', '?')} steps with the 3×3 corners weighted ×{cg.get('corner_weight', 0):.0f} as well. Zero padding, on two sides
+   at a corner, had taught it a light line along the edges and off-colour corner pixels. Round-trip
+   error (0–255): outermost ring {fb.get('frame', float('nan')):.1f} → {fa.get('frame', float('nan')):.1f}, the four corner pixels {fb.get('corners', float('nan')):.1f} → {fa.get('corners', float('nan')):.1f},
+   inside the image {fb.get('inside', float('nan')):.1f} → {fa.get('inside', float('nan')):.1f}.
 3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding
    starts at the average word); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
    {cg.get('pool', 0):,} new images, lr {cg.get('unet_lr', '?')}, EMA {cg.get('ema_decay', '?')}; final loss {g.get('unet_final_loss', float('nan')):.4f}.

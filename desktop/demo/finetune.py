@@ -33,6 +33,8 @@ class FinetuneConfig:
     decoder_steps: int = 400
     decoder_batch: int = 8
     decoder_lr: float = 2e-4
+    corner_steps: int = 300  # a second decoder pass with the corners weighted up too
+    corner_weight: float = 60.0
     pool: int = 20_000
     unet_steps: int = 2000
     unet_batch: int = 32
@@ -85,17 +87,22 @@ def make_posterior_deterministic(vae) -> None:
         vae.quant_conv.bias[half:] = -30.0
 
 
-def frame_weights(size: int):
+def frame_weights(size: int, corner_weight: float = 0.0):
+    """Per-pixel loss weights: the frame up; with corner_weight, the 3x3 corners (padded on two sides) more."""
     import torch
 
     weights = torch.ones(1, 1, size, size)
     weights[..., :FRAME, :] = weights[..., -FRAME:, :] = FRAME_WEIGHT
     weights[..., :, :FRAME] = weights[..., :, -FRAME:] = FRAME_WEIGHT
+    if corner_weight:
+        for rows in (slice(0, 3), slice(-3, None)):
+            for cols in (slice(0, 3), slice(-3, None)):
+                weights[..., rows, cols] = corner_weight
     return weights / weights.mean()
 
 
 def frame_error(vae, samples: int = 64, seed: int = 7000) -> dict:
-    """Mean absolute round-trip error (0-255) on the outermost pixel ring and inside it."""
+    """Mean absolute round-trip error (0-255) on the outermost pixel ring, at the 4 corner pixels, inside."""
     import torch
 
     x = images_tensor(list(range(seed, seed + samples)))
@@ -104,23 +111,26 @@ def frame_error(vae, samples: int = 64, seed: int = 7000) -> dict:
     err = ((recon - x).abs() * 127.5).amax(dim=1)
     inner = err[:, 1:-1, 1:-1]
     ring = (err.sum(dim=(1, 2)) - inner.sum(dim=(1, 2))) / (err[0].numel() - inner[0].numel())
-    return {"frame": float(ring.mean()), "inside": float(inner.mean())}
+    corners = torch.stack([err[:, 0, 0], err[:, 0, -1], err[:, -1, 0], err[:, -1, -1]])
+    return {"frame": float(ring.mean()), "corners": float(corners.mean()), "inside": float(inner.mean())}
 
 
-def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None]) -> list[float]:
-    """Teach the decoder clean borders; the encoder (and so the latent space) stays as it is."""
+def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None], corners: bool = False) -> list[float]:
+    """Teach the decoder clean borders (then, with `corners`, clean corners); the encoder, and so the
+    latent space, stays as it is: the UNet never sees the decoder, so this stage can run at any point."""
     import torch
 
-    torch.manual_seed(cfg.seed)
+    steps = cfg.corner_steps if corners else cfg.decoder_steps
+    torch.manual_seed(cfg.seed + corners)
     vae.requires_grad_(False)
     trainable = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=cfg.decoder_lr, weight_decay=0.0)
-    weights = frame_weights(architecture.IMAGE_SIZE)
-    seeds, losses = random.Random(cfg.seed), []
+    weights = frame_weights(architecture.IMAGE_SIZE, cfg.corner_weight if corners else 0.0)
+    seeds, losses = random.Random(cfg.seed + corners), []
     vae.train()
-    for step in range(cfg.decoder_steps):
+    for step in range(steps):
         x = images_tensor([seeds.randrange(2**62) for _ in range(cfg.decoder_batch)])
         with torch.no_grad():
             latents = vae.encode(x).latent_dist.mean
@@ -131,8 +141,8 @@ def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None]) ->
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         losses.append(loss.item())
-        if step % 100 == 0 or step == cfg.decoder_steps - 1:
-            report(f"decoder step {step + 1}/{cfg.decoder_steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if step % 100 == 0 or step == steps - 1:
+            report(f"decoder{' corners' * corners} step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     vae.requires_grad_(False)
     return losses
 
@@ -323,17 +333,19 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     vae.eval()
     make_posterior_deterministic(vae)
     before = frame_error(vae)
-    saved = checkpoints.load("decoder")
-    if saved is None:
-        decoder_losses = finetune_decoder(vae, cfg, report)
-        checkpoints.save("decoder", {"vae": vae.state_dict(), "losses": decoder_losses})
-    else:
-        vae.load_state_dict(saved["vae"])
-        decoder_losses = saved["losses"]
+    decoder_losses = []
+    for name, corners in (("decoder", False), ("corners", True)):
+        saved = checkpoints.load(name)
+        if saved is None:
+            decoder_losses += finetune_decoder(vae, cfg, report, corners)
+            checkpoints.save(name, {"vae": vae.state_dict(), "losses": decoder_losses})
+        else:
+            vae.load_state_dict(saved["vae"])
+            decoder_losses = saved["losses"]
     vae.eval()
     after = frame_error(vae)
-    report(f"round-trip error on the frame {before['frame']:.2f} -> {after['frame']:.2f}, "
-           f"inside {before['inside']:.2f} -> {after['inside']:.2f} (0-255)")
+    report(f"round-trip error on the frame {before['frame']:.2f} -> {after['frame']:.2f}, corners "
+           f"{before['corners']:.2f} -> {after['corners']:.2f}, inside {before['inside']:.2f} -> {after['inside']:.2f} (0-255)")
     decoder_seconds = time.monotonic() - started
 
     tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
