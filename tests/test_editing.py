@@ -157,8 +157,8 @@ def test_on_the_shipped_model_low_strength_keeps_what_the_image_shows(engine):
     results = [engine.generate(GenerationRequest(other, seed=5, model=str(SHIPPED), scheduler="DDIM",
                                                  edit=Edit(pixel_hash(init), strength=s)), inputs=inputs).images[0]
                for s in (0.1, 0.5, 1.0)]
-    # The first edition's model repaints colours from t = 90 on under a contradicting prompt (the
-    # second edition's issue), so "low" here is DDIM's last step.
+    # Under a contradicting prompt the shipped model repaints colours early (its own caption keeps
+    # them: the model card measures that), so "low" here is DDIM's last step.
     assert (judge(results[0]).colour, judge(results[0]).background) == ("red", "blue")
     assert judge(results[2]).background != "blue"  # strength 1 starts at t = 901 (leading spacing): a trace stays
     gaps = [distance(image, init) for image in results]
@@ -166,12 +166,21 @@ def test_on_the_shipped_model_low_strength_keeps_what_the_image_shows(engine):
 
 
 @needs_shipped
-def test_on_the_shipped_model_inpainting_keeps_the_picture_whole(engine):
-    made = engine.generate(GenerationRequest("a red circle on a blue background", seed=1, model=str(SHIPPED)))
+def test_on_the_shipped_model_inpainting_keeps_the_picture_whole(engine, tmp_path):
+    """The ordinary-model path (prediction blending) on a real model: a copy that names no sibling."""
+    import json
+    import shutil
+
+    base = tmp_path / "latent-shapes-alone"
+    shutil.copytree(SHIPPED, base)
+    settings = json.loads((base / "latent_studio.json").read_text())
+    settings.pop("inpainting_model")
+    (base / "latent_studio.json").write_text(json.dumps(settings))
+    made = engine.generate(GenerationRequest("a red circle on a blue background", seed=1, model=str(base)))
     init, mask = made.images[0], Image.new("L", made.images[0].size, 0)
     ImageDraw.Draw(mask).ellipse((20, 60, 70, 110), fill=255)
     for scheduler in ("DPM++ 2M", "Euler"):
-        result = engine.generate(GenerationRequest("a yellow star on a blue background", seed=0, model=str(SHIPPED),
+        result = engine.generate(GenerationRequest("a yellow star on a blue background", seed=0, model=str(base),
                                                    scheduler=scheduler,
                                                    edit=Edit(pixel_hash(init), mask=pixel_hash(mask))),
                                  inputs={pixel_hash(init): init, pixel_hash(mask): mask})

@@ -181,7 +181,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    to grey before encoding, as diffusers does; final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
 
 Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
-{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min), with other work sharing the CPU.
+{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')}
 No accelerator was used for the second edition.
 
 ```bash
@@ -214,6 +214,8 @@ side whose median is off it.
   the prompt asking for a small shape of another colour in that corner.
 
 {facts.get('eval_table', '')}
+
+{facts.get('eval_note', '')}
 
 {facts.get('speed_note', '')}
 
