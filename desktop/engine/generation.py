@@ -199,7 +199,7 @@ class Engine:
         stored app defaults win); a random seed when none was given. An edit's size is its result's
         (see editing.py) and its strength is made explicit."""
         d = loaded.defaults
-        fast = None if (loaded.info.path / APP_DEFAULTS_FILE).is_file() else self.few_step(loaded, request)
+        fast = None if has_stored_defaults(loaded.info) else self.few_step(loaded, request)
         if fast is not None:
             d = dataclasses.replace(d, steps=fast.steps, guidance=fast.guidance, scheduler=fast.scheduler)
         scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
@@ -236,7 +236,7 @@ class Engine:
         fast = self.few_step(loaded, req)
         pipe.scheduler = schedulers.build(req.scheduler, {**loaded.base_scheduler_config,
                                                           **(fast.scheduler_overrides() if fast else {})})
-        if fast is not None and request.steps is None:
+        if fast is not None and request.steps is None and not has_stored_defaults(loaded.info):
             notes = notes + [f"{fast.note}: ran {req.steps} step{'s' * (req.steps > 1)}, CFG {req.guidance:g}, "
                              f"{req.scheduler}; set steps, guidance or sampler to override."]
         warnings = notes + prompt_warnings(pipe, req)
@@ -381,6 +381,11 @@ class Engine:
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
         built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
         return built.first(), built if built.scheduled else None
+
+
+def has_stored_defaults(info: ModelInfo) -> bool:
+    """Whether the model's maker stored its defaults with it (they win over a few-step profile)."""
+    return (info.path / APP_DEFAULTS_FILE).is_file()
 
 
 def for_task(info: ModelInfo, request: GenerationRequest) -> tuple[ModelInfo, list[str]]:
