@@ -47,8 +47,10 @@ def drop_event(path) -> QDropEvent:
     """A file dropped from a file manager."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    return QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    event.mime = mime  # the event holds only a pointer: the data must live as long as it does
+    return event
 
 def prepare(win, prompt="a red circle on a blue background", steps=3):
     panel = win.prompt_panel
