@@ -170,6 +170,12 @@ def _add_placement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="where to run (default: auto = cuda > mps > cpu)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, help="number format (default: auto per device)")
     parser.add_argument("--attention-slicing", choices=SLICING_CHOICES, help="bound attention memory (default: auto)")
+    parser.add_argument("--fast-decode", action="store_const", const=True, default=None,
+                        help="decode the final image with a tiny autoencoder (TAESD/TAESDXL): much faster, a little "
+                             "less detail; exits 2 when none serves the model")
+    parser.add_argument("--low-memory", action="store_const", const=True, default=None,
+                        help="on CUDA and MPS keep each model in main memory until it is used; decode images "
+                             "larger than the model's native size in tiles")
 
 
 def _scheduler_names() -> tuple[str, ...]:
@@ -205,7 +211,8 @@ def run(argv: list[str]) -> int:
 def _overrides(args):
     from desktop.service import Overrides
 
-    return Overrides(device=args.device, precision=args.precision, attention_slicing=args.attention_slicing)
+    return Overrides(device=args.device, precision=args.precision, attention_slicing=args.attention_slicing,
+                     fast_decode=getattr(args, "fast_decode", None), low_memory=getattr(args, "low_memory", None))
 
 
 def cmd_models(args) -> int:
@@ -226,7 +233,8 @@ def cmd_models(args) -> int:
 
     from desktop.engine.fewstep import recognise
 
-    models = model_registry(settings).list()
+    registry = model_registry(settings)
+    models = registry.list() + registry.tiny_autoencoders()  # the tiny ones last, with kind TAESD/TAESDXL
     fast = {m.path: recognise(m.path) for m in models}
     if args.json:
         print(json.dumps([{**m.as_dict(), "size_bytes": model_size(m), "fast": fast[m.path].note if fast[m.path] else None}
@@ -439,8 +447,8 @@ def _generate_with_progress(service, request, out_dir, animation=None):
         if bar is None:  # created at the first step, so loading errors print cleanly
             bar = tqdm(total=total, file=sys.stderr, unit="step", leave=False, dynamic_ncols=True)
         bar.update(step - bar.n)
-        if animation is not None and step <= total // request.count and preview is not None:
-            frames.append(preview)  # the first image's steps
+        if animation is not None and step <= total // request.count:  # the first image's steps
+            frames.append(preview.clean or preview.noisy)
 
     try:
         job = service.run(request, on_step=on_step, out_dir=out_dir)
@@ -463,6 +471,7 @@ def _report(job) -> dict:
         "model": result.model.as_dict(),
         "device": result.placement.device,
         "precision": result.placement.precision,
+        "decoder": result.decoder or "vae",
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,
     }

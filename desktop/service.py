@@ -31,6 +31,8 @@ class Overrides:
     device: str | None = None
     precision: str | None = None
     attention_slicing: str | None = None
+    fast_decode: bool | None = None
+    low_memory: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def engine_options(settings: Settings, overrides: Overrides = Overrides()) -> "E
         attention_budget_mb=settings.attention_budget_mb,
         lora_folders=tuple(settings.lora_folders),
         embedding_folders=tuple(settings.embedding_folders),
+        fast_decode="require" if overrides.fast_decode else "prefer" if settings.fast_decode else "off",
+        low_memory=overrides.low_memory if overrides.low_memory is not None else settings.low_memory,
     )
 
 
@@ -132,6 +136,8 @@ class GenerationService:
         inputs = edit_inputs(self.gallery, request)
         result = self.engine.generate(request, on_step=on_step, cancel=cancel, inputs=inputs)
         model = result.model.as_dict()
+        if result.decoder:
+            model["decoder"] = result.decoder  # fast decode: the tiny autoencoder that made the pixels
         networks = tuple({"kind": kind, "name": n.name, "hash": n.short_hash}
                          for kind, used in (("lora", result.loras), ("embedding", result.embeddings)) for n in used)
         saved = [self._save(image, result.request.for_image(seed), model, out_dir, networks)

@@ -39,6 +39,8 @@ class Settings:
     embedding_folders: list[str] = field(default_factory=list)  # besides <data dir>/embeddings
     gallery_dir: str | None = None
     strip_metadata: bool = False  # privacy: write images without any text chunks
+    fast_decode: bool = False  # decode final images with a tiny autoencoder (TAESD) when one serves the model
+    low_memory: bool = False  # CUDA/MPS: models wait in main memory between uses; large images decode in tiles
     window_geometry: str | None = None  # the window's last size and place (Qt's saveGeometry, base64)
     last_request: dict | None = None  # the prompt panel as it was left
 

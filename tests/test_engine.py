@@ -40,12 +40,23 @@ def test_missing_seed_is_random_and_recorded(engine):
 def test_progress_reports_every_step_with_a_preview(engine):
     calls = []
     result = engine.generate(GenerationRequest("a square", seed=1, count=2, **SMALL),
-                             on_step=lambda s, t, p: calls.append((s, t, p.size, p.mode)))
+                             on_step=lambda s, t, p: calls.append((s, t, p.noisy, p.clean)))
     assert [(s, t) for s, t, *_ in calls] == [(i, 6) for i in range(1, 7)]
     scale = engine.loaded.pipe.vae_scale_factor
-    assert {size for *_, size, _ in calls} == {(64 // scale, 64 // scale)}
-    assert {mode for *_, mode in calls} == {"RGB"}
+    latent_size = (64 // scale, 64 // scale)  # no tiny autoencoder here: the linear map at latent size
+    assert {image.size for *_, noisy, clean in calls for image in (noisy, clean)} == {latent_size}
+    assert {image.mode for *_, noisy, clean in calls for image in (noisy, clean)} == {"RGB"}
     assert len(result.step_seconds) == 6
+
+
+def test_ddim_never_clips_latents_unless_the_model_says_so():
+    """DDIM's default clips x̂₀ to [-1, 1], right for pixels and wrong for latents; a model that ships an
+    Euler config (SDXL, this project's) does not say, so the app says no."""
+    from desktop.engine.schedulers import build
+
+    euler = {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "steps_offset": 1}
+    assert build("DDIM", euler).config.clip_sample is False
+    assert build("DDIM", {**euler, "clip_sample": True}).config.clip_sample is True  # a model's own word stands
 
 
 def test_cancel_stops_within_one_step_and_decodes_nothing(engine):
@@ -150,3 +161,26 @@ def test_sliced_attention_gives_the_same_image(engine):
     sliced = engine.generate(req).images[0]
     assert engine.loaded.processor.sliced_calls > 0
     assert np.abs(pixels(plain) - pixels(sliced)).max() <= 1
+
+
+def test_low_memory_decodes_images_above_native_size_in_tiles(engine):
+    """On the CPU the models stay where they are (nothing to offload to); a text-to-image job larger than
+    the model's native size decodes in tiles, a native one does not."""
+    engine.load()
+    vae = engine.loaded.pipe.vae
+    tiled = []
+    original = vae.decode
+    vae.decode = lambda *a, **k: tiled.append(vae.use_tiling) or original(*a, **k)
+    native = engine.loaded.defaults
+    try:
+        engine.options.low_memory = True
+        big = GenerationRequest("a square", seed=1, steps=1, width=native.width + 64, height=native.height)
+        engine.generate(big)
+        engine.generate(big.replace(width=native.width))
+        assert engine.loaded.offload is False
+        engine.options.low_memory = False
+        engine.generate(big)
+    finally:
+        vae.decode = original
+    assert tiled == [True, False, False]
+    assert vae.use_tiling is False  # only for the job

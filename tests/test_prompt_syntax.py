@@ -185,7 +185,7 @@ def test_prompt_editing_switches_at_the_right_step(shipped_engine):
     def previews(prompt):
         frames = []
         shipped_engine.generate(GenerationRequest(prompt, seed=5, steps=4, scheduler="Euler"),
-                                on_step=lambda step, total, image: frames.append(pixels(image)))
+                                on_step=lambda step, total, preview: frames.append(pixels(preview.noisy)))
         return frames
 
     red, blue = previews("a red circle on a blue background"), previews("a blue circle on a blue background")

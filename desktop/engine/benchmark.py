@@ -13,6 +13,10 @@ Parts:
              upscale 2x of a 512 image with the VAE tiled and not tiled (peak memory of each)
   lora       seconds per step with no LoRA, a rank-4 LoRA fused (as the app runs it) and the same
              LoRA unfused, alternating in one process; the ratios to no LoRA
+  fast       one image as FastSD CPU makes it, on the SD 2.1-base (SD-Turbo) architecture with random
+             weights at 512², 1 step, CFG off: bare diffusers with its defaults (fp32, the full VAE)
+             against the app's fast mode (auto precision, TAESD decode); encode, denoise and decode
+             seconds of each, the speedup, and TAESD's decode against the VAE's
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from desktop import paths
 log = logging.getLogger(__name__)
 
 RANDOM_SD15 = "sd15-random"
-PARTS = ("overhead", "slicing", "precision", "edit", "lora")
+RANDOM_SD21 = "sd21-base-random"  # SD-Turbo's architecture
+RANDOM_TAESD = "taesd-random"
+PARTS = ("overhead", "slicing", "precision", "edit", "lora", "fast")
+FAST_SIZE = 512
 PROMPT = "a red circle on a blue background"
 
 
@@ -56,16 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def random_sd15_folder() -> Path:
     """SD 1.5 architecture with random weights, saved once in the cache dir."""
-    folder = paths.cache_dir() / "bench" / RANDOM_SD15
+    return random_folder(RANDOM_SD15, "sd15")
+
+
+def random_folder(name: str, configs_name: str) -> Path:
+    """A shipped config's architecture with random weights, saved once in the cache dir."""
+    folder = paths.cache_dir() / "bench" / name
     if (folder / "model_index.json").is_file():
         return folder
+    import diffusers
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from desktop.engine.tokenizer_files import write_clip_tokenizer
 
-    configs = paths.shipped_configs_dir() / "sd15"
+    configs = paths.shipped_configs_dir() / configs_name
+    scheduler_class = json.loads((configs / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
     torch.manual_seed(0)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -75,7 +89,7 @@ def random_sd15_folder() -> Path:
         text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder")),
         tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),
-        scheduler=PNDMScheduler.from_pretrained(configs / "scheduler"),
+        scheduler=getattr(diffusers, scheduler_class).from_pretrained(configs / "scheduler"),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -339,8 +353,106 @@ def worker_lora(spec: dict) -> dict:
             "unfused_vs_none_pct": 100 * (medians["unfused"] / medians["none"] - 1)}
 
 
+def random_taesd_folder() -> Path:
+    """TAESD's architecture (diffusers' AutoencoderTiny defaults) with random weights, in its own
+    models folder so that the registry finds it the way it finds a downloaded one."""
+    folder = paths.cache_dir() / "bench" / "tiny" / RANDOM_TAESD
+    if not (folder / "config.json").is_file():
+        import torch
+        from diffusers import AutoencoderTiny
+
+        torch.manual_seed(0)
+        AutoencoderTiny().save_pretrained(folder)
+    return folder
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def worker_fast_baseline(spec: dict) -> dict:
+    """What FastSD CPU's PyTorch mode does: diffusers with its defaults (fp32, the full VAE), one step,
+    CFG off, Euler a with trailing spacing (SD-Turbo's own scheduler); the three parts timed apart."""
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(spec["model"], safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.set_progress_bar_config(disable=True)
+    size = spec["size"]
+
+    def once() -> dict:
+        with torch.inference_mode():
+            embeds, seconds = _timed(lambda: pipe.encode_prompt(PROMPT, "cpu", 1, False)[0])
+            generator = torch.Generator("cpu").manual_seed(1234)
+            latents, denoise = _timed(lambda: pipe(prompt_embeds=embeds, num_inference_steps=1, guidance_scale=0.0,
+                                                   width=size, height=size, generator=generator,
+                                                   output_type="latent").images)
+            _, decode = _timed(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample)
+        return {"encode_s": seconds, "denoise_s": denoise, "decode_s": decode}
+
+    once()  # warm-up: allocator, kernels, weights paged in
+    return _fast_report(once(), "cpu", "fp32", "full VAE")
+
+
+def worker_fast_app(spec: dict) -> dict:
+    """The app's fast mode: auto precision, the tiny autoencoder's decode; the engine's own timings."""
+    from desktop.engine.generation import Engine, EngineOptions
+    from desktop.engine.models import ModelRegistry
+    from desktop.engine.request import GenerationRequest
+
+    registry = ModelRegistry(extra_folders=[Path(spec["tiny_folder"])], include_hf_cache=False)
+    engine = Engine(registry, EngineOptions(device="cpu", fast_decode="require"))
+    request = GenerationRequest(PROMPT, steps=1, guidance=0.0, scheduler="Euler a", seed=1234, width=spec["size"],
+                                height=spec["size"], model=spec["model"])
+    engine.generate(request)  # warm-up, as for the baseline
+    result = engine.generate(request)
+    t = result.timings
+    return _fast_report({"encode_s": t["encode"], "denoise_s": t["denoise"], "decode_s": t["decode"]},
+                        result.placement.device, result.placement.precision, result.decoder or "VAE")
+
+
+def _fast_report(parts: dict, device: str, precision: str, decoder: str) -> dict:
+    return {**parts, "total_s": sum(parts.values()), "device": device, "precision": precision, "decoder": decoder}
+
+
+def run_fast() -> dict:
+    """Both variants, each in its own process; the ratios the issue's targets are stated in."""
+    model = str(random_folder(RANDOM_SD21, "sd2-512"))
+    tiny = random_taesd_folder()
+    spec = {"model": model, "size": FAST_SIZE}
+    baseline = _run_worker("fast_baseline", {**spec, "label": f"bare diffusers, fp32, full VAE at {FAST_SIZE}"})
+    fast = _run_worker("fast_app", {**spec, "tiny_folder": str(tiny.parent), "label": f"fast mode at {FAST_SIZE}"})
+    if "error" in baseline or "error" in fast:
+        return {"baseline": baseline, "app": fast}
+    return {"baseline": baseline, "app": fast, "baseline_s": baseline["total_s"], "fast_s": fast["total_s"],
+            "speedup": baseline["total_s"] / fast["total_s"], "decode_speedup": baseline["decode_s"] / fast["decode_s"],
+            "cpu": cpu_name(), "bf16_native": bf16_native()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def bf16_native() -> bool:
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale,
-           "lora": worker_lora}
+           "lora": worker_lora, "fast_baseline": worker_fast_baseline, "fast_app": worker_fast_app}
 
 
 def _run_worker(kind: str, spec: dict) -> dict:
@@ -411,6 +523,9 @@ def run(args) -> int:
         results["lora"] = _run_worker("lora", {**base, "size": sizes[0], "repeats": args.repeats,
                                                "label": f"no LoRA, fused, unfused at {sizes[0]}"})
 
+    if "fast" in parts:
+        results["fast"] = run_fast()
+
     print(format_table(results))
     out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +571,25 @@ def format_table(results: dict) -> str:
             s = lo["sec_per_step"]
             lines.append(f"  s/step: none {s['none']:.3f}  fused {s['fused']:.3f} ({lo['fused_vs_none_pct']:+.1f} %)"
                          f"  unfused {s['unfused']:.3f} ({lo['unfused_vs_none_pct']:+.1f} %)  ({lo['device']}/{lo['precision']})")
+    if "fast" in results:
+        lines += ["", *_fast_lines(results["fast"])]
     return "\n".join(lines)
+
+
+def _fast_lines(f: dict) -> list[str]:
+    lines = [f"Fast mode: SD 2.1-base architecture (random weights), {FAST_SIZE}x{FAST_SIZE}, 1 step, CFG off",
+             f"  {'variant':>22} {'encode s':>9} {'denoise s':>10} {'decode s':>9} {'total s':>8}"]
+    for key, label in (("baseline", "bare diffusers"), ("app", "fast mode")):
+        row = f.get(key, {})
+        if "error" in row:
+            lines.append(f"  {label:>22}  failed: {row['error']}")
+            continue
+        name = f"{label} ({row['precision']}, {row['decoder']})"
+        lines.append(f"  {name:>22} {row['encode_s']:9.2f} {row['denoise_s']:10.2f} {row['decode_s']:9.2f} {row['total_s']:8.2f}")
+    if "speedup" in f:
+        lines.append(f"  speedup {f['speedup']:.2f}x (target 3x); decode {f['decode_speedup']:.1f}x faster (target 10x); "
+                     f"{f['cpu']}, native bf16: {'yes' if f['bf16_native'] else 'no'}")
+    return lines
 
 
 def _edit_lines(results: dict) -> list[str]:

@@ -16,20 +16,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from desktop.engine import attention, conditioning, fewstep, inpainting, schedulers
+from desktop.engine import attention, conditioning, fewstep, inpainting, schedulers, tiny_vae
 from desktop.engine.fewstep import FewStep
 from desktop.engine.editing import denoising_steps
 from desktop.engine.lora_apply import LoraState
 from desktop.engine.devices import Placement, release_memory, torch_dtype
 from desktop.engine.models import (APP_DEFAULTS_FILE, ModelDefaults, ModelInfo, ModelRegistry, inpainting_sibling,
                                    load_pipeline, read_defaults)
-from desktop.engine.previews import LatentPreviewer, PreviewFactors
+from desktop.engine.previews import LatentPreviewer, PreviewFactors, StepPreview, tracking_clean
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int, object], None]  # (step, total, preview PIL image)
+OFFLOAD_DEVICES = ("cuda", "mps")  # on the CPU the models are in main memory already
+
+StepCallback = Callable[[int, int, StepPreview], None]  # (step, total, the step's pictures)
 
 
 class GenerationCancelled(Exception):
@@ -52,6 +54,7 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
     loras: list = field(default_factory=list)  # the LoraFiles applied
     embeddings: list = field(default_factory=list)  # the Embeddings the prompts used
+    decoder: str | None = None  # the tiny autoencoder that made the final pixels (fast decode); None: the VAE
 
 
 @dataclass
@@ -69,6 +72,23 @@ class LoadedModel:
     lora_state: LoraState = field(default_factory=LoraState)
     embeddings: dict = field(default_factory=dict)  # name -> Embedding loaded into the text encoders
     fast: FewStep | None = None  # a few-step model's profile (engine/fewstep.py)
+    offload: bool = False  # low memory: models offloaded to the CPU between uses
+    tiny: ModelInfo | None = None  # a tiny autoencoder that decodes this model's latents (tiny_vae.py)
+    tiny_decoder: tiny_vae.TinyDecoder | None = None  # loaded on first use
+
+    def tiny_decode(self) -> tiny_vae.TinyDecoder | None:
+        if self.tiny is not None and self.tiny_decoder is None:
+            self.tiny_decoder = tiny_vae.TinyDecoder(self.tiny, self.placement.device, self.pipe.unet.dtype)
+        return self.tiny_decoder
+
+    def clean_picture(self, latent):
+        """x̂₀ (C, h, w) as a picture: full size through the tiny autoencoder, else the linear map."""
+        try:
+            decoder = self.tiny_decode()
+        except LatentStudioError as exc:  # previews go on without it; fast decode reports it
+            log.warning("Previews without the tiny autoencoder: %s", exc)
+            self.tiny, decoder = None, None
+        return decoder(latent) if decoder is not None else self.previewer(latent, noisy=False)
 
     def pipeline(self, task: str):
         """The pipeline for a task ("text", "image" or "inpaint"), sharing this model's weights."""
@@ -96,6 +116,10 @@ class EngineOptions:
     attention_budget_mb: int = attention.DEFAULT_BUDGET_BYTES // 2**20
     lora_folders: tuple[str, ...] = ()  # besides <data dir>/loras
     embedding_folders: tuple[str, ...] = ()  # besides <data dir>/embeddings
+    # The final decode through a tiny autoencoder (TAESD) instead of the VAE: "off", "prefer" (the window's
+    # setting: the VAE, with a note, when none serves the model) or "require" (--fast-decode: an error).
+    fast_decode: str = "off"
+    low_memory: bool = False  # offload models to the CPU between uses (CUDA, MPS); tile large decodes
 
 
 class Engine:
@@ -119,11 +143,12 @@ class Engine:
     def load_model(self, info: ModelInfo) -> LoadedModel:
         placement = Placement.choose(self.options.device, self.options.precision)
         current = self._loaded
-        if current and current.info.path == info.path and current.placement == placement:
+        offload = self.options.low_memory and placement.device in OFFLOAD_DEVICES
+        if current and current.info.path == info.path and current.placement == placement and current.offload == offload:
             self._apply_attention_options(current)
             return current
         self.unload()
-        self._loaded = self._load(info, placement)
+        self._loaded = self._load(info, placement, offload)
         return self._loaded
 
     def unload(self) -> None:
@@ -132,7 +157,7 @@ class Engine:
             self._loaded = None
             release_memory(device)
 
-    def _load(self, info: ModelInfo, placement: Placement) -> LoadedModel:
+    def _load(self, info: ModelInfo, placement: Placement, offload: bool = False) -> LoadedModel:
         import torch
 
         start = time.perf_counter()
@@ -141,7 +166,10 @@ class Engine:
         if dtype == torch.float16 and info.kind.startswith("SDXL") and getattr(pipe.vae.config, "force_upcast", False):
             pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its config asks for fp32
         try:
-            pipe.to(placement.device)
+            if offload:  # each model moves to the device for its turn, then back (accelerate's hooks)
+                pipe.enable_model_cpu_offload(device=placement.device)
+            else:
+                pipe.to(placement.device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             raise LatentStudioError(f"Not enough memory on {placement.device} to load {info.name}: {exc}") from exc
         processor = attention.install(pipe)
@@ -152,6 +180,8 @@ class Engine:
                 _time_module(module, clock)
         fast = fewstep.recognise(info.path)
         loaded = LoadedModel(
+            tiny=tiny_vae.choose(self.registry.tiny_autoencoders(), info),
+            offload=offload,
             info=info,
             placement=placement,
             pipe=pipe,
@@ -224,6 +254,8 @@ class Engine:
         info = self.registry.resolve(request.model if request.model is not None else self.default_model)
         info, notes = for_task(info, request)
         check_task(info, request)
+        if self.options.fast_decode == "require" and tiny_vae.choose(self.registry.tiny_autoencoders(), info) is None:
+            raise LatentStudioError(tiny_vae.missing_message(info))  # before the model loads for nothing
         was_loaded = self._loaded
         loaded = self.load_model(info)
         load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
@@ -244,6 +276,9 @@ class Engine:
             log.warning(text)
 
         images, step_seconds = [], []
+        decoder = loaded.tiny_decode() if self.options.fast_decode != "off" else None
+        if self.options.fast_decode == "prefer" and decoder is None:
+            warnings.append(f"Fast decode is on, but no tiny autoencoder serves {loaded.info.name}: decoded with its VAE.")
         loaded.encode_clock[0] = 0.0
         denoise = decode = 0.0
         for index, seed in enumerate(req.seeds()):
@@ -253,8 +288,8 @@ class Engine:
             t0 = time.perf_counter()
             latents = self._denoise(loaded, req, seed, index, on_step, cancel, step_seconds, plan)
             t1 = time.perf_counter()
-            with vae_tiling(pipe, plan is not None and plan.tiled_vae):
-                image = decode_latents(pipe, latents)
+            with vae_tiling(pipe, decoder is None and self._tiles(loaded, req, plan)):
+                image = decode_latents(pipe, latents, vae=decoder.vae if decoder else None)
             images.append(plan.finish(image) if plan is not None else image)
             denoise += t1 - t0
             decode += time.perf_counter() - t1
@@ -267,7 +302,14 @@ class Engine:
             "total": time.perf_counter() - started,
         }
         return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings,
-                                applied, embeddings)
+                                applied, embeddings, decoder.info.name if decoder else None)
+
+    def _tiles(self, loaded: LoadedModel, req: GenerationRequest, plan) -> bool:
+        """Decode in tiles: an edit beyond the model's native size always, a larger image in low memory."""
+        if plan is not None:
+            return plan.tiled_vae
+        d = loaded.defaults
+        return self.options.low_memory and req.width * req.height > d.width * d.height
 
     def _load_embeddings(self, loaded: LoadedModel, req: GenerationRequest) -> list:
         """Embeddings the prompts name, loaded into the text encoders the first time (then kept)."""
@@ -334,7 +376,7 @@ class Engine:
             elif plan.mask is not None:
                 blending = inpainting.keep_unmasked(pipe.unet, *inpainting.latent_inputs(pipe, plan.image, plan.mask),
                                                     pipe.scheduler)
-        last = [time.perf_counter()]
+        last, clean = [time.perf_counter()], [None]
         text, schedule = self._text_inputs(pipe, req.replace(steps=steps))
         extra_inputs = ["add_text_embeds"] if "pooled_prompt_embeds" in text else []
 
@@ -346,13 +388,16 @@ class Engine:
                 raise GenerationCancelled()
             if on_step is not None:
                 per_image = pipeline.num_timesteps
-                on_step(index * per_image + step + 1, per_image * req.count, loaded.previewer(kwargs["latents"][0]))
+                predicted = loaded.clean_picture(clean[0][0]) if clean[0] is not None else None
+                on_step(index * per_image + step + 1, per_image * req.count,
+                        StepPreview(loaded.previewer(kwargs["latents"][0]), predicted))
             if schedule is not None and schedule.changes_after(step + 1):  # prompt editing: the next span
                 kwargs.update(schedule.at(step + 2, pipeline.do_classifier_free_guidance))
             return kwargs
 
         try:
-            with vae_tiling(pipe, plan is not None and plan.tiled_vae), mean_encoding(pipe.vae), blending:
+            with (vae_tiling(pipe, plan is not None and plan.tiled_vae), mean_encoding(pipe.vae), blending,
+                  tracking_clean(pipe.scheduler, clean)):
                 out = pipe(
                     **text,
                     **task_inputs,
@@ -458,12 +503,13 @@ def initial_latents(pipe, req: GenerationRequest, seed: int):
     return noise.to(pipe.device, pipe.unet.dtype)
 
 
-def decode_latents(pipe, latents, check: bool = True):
+def decode_latents(pipe, latents, check: bool = True, vae=None):
     """VAE-decode one latent to a PIL image; NaN or all-black output is an error, never an image
-    (`check=False` decodes whatever the latent is: the explorer shows pure noise on purpose)."""
+    (`check=False` decodes whatever the latent is: the explorer shows pure noise on purpose). `vae`: a
+    tiny autoencoder instead of the pipeline's (its scaling factor is 1: it reads the latents as they are)."""
     import torch
 
-    vae = pipe.vae
+    vae = vae if vae is not None else pipe.vae
     with torch.inference_mode():
         if check and not torch.isfinite(latents).all():
             raise BadImageError(_bad_image_message("NaN"))

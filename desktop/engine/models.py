@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from desktop import paths
+from desktop.engine.tiny_vae import is_tiny_autoencoder, kind_of as tiny_kind
 from desktop.errors import LatentStudioError
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ def _folder_models(root: Path, source: str, depth: int = 2) -> list[ModelInfo]:
     found = []
     for child in sorted(root.iterdir(), key=lambda p: p.name.lower()):
         try:
+            if is_tiny_autoencoder(child):
+                continue  # listed apart: it decodes other models' latents (tiny_autoencoders())
             if child.is_dir() and is_diffusers_folder(child):
                 found.append(_info(child, source))
             elif is_checkpoint_file(child):
@@ -171,6 +174,19 @@ def _folder_models(root: Path, source: str, depth: int = 2) -> list[ModelInfo]:
                 found += _folder_models(child, source, depth - 1)
         except LatentStudioError as exc:
             log.warning("Skipping model %s: %s", child, exc)
+    return found
+
+
+def _folder_tinies(root: Path, source: str, depth: int = 2) -> list[ModelInfo]:
+    """Tiny autoencoders (TAESD, TAESDXL) in a models folder: the folder itself, or folders inside it."""
+    if is_tiny_autoencoder(root):
+        return [ModelInfo(root.name, tiny_kind(root), source, root)]
+    if depth < 1 or not root.is_dir() or is_diffusers_folder(root):
+        return []
+    found = []
+    for child in sorted(root.iterdir(), key=lambda p: p.name.lower()):
+        if child.is_dir() and not child.name.startswith("."):
+            found += _folder_tinies(child, source, depth - 1)
     return found
 
 
@@ -190,7 +206,8 @@ def hf_cache_dir() -> Path:
     return Path.home() / ".cache" / "huggingface" / "hub"
 
 
-def _hf_cache_models() -> list[ModelInfo]:
+def _hf_cache_snapshots() -> list[tuple[str, Path]]:
+    """(repo id, newest snapshot folder) of every model repo in the Hugging Face cache."""
     try:
         from huggingface_hub import scan_cache_dir
 
@@ -200,14 +217,19 @@ def _hf_cache_models() -> list[ModelInfo]:
         return []
     found = []
     for repo in sorted(cache.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
-            snapshot = Path(revision.snapshot_path)
-            if is_diffusers_folder(snapshot):
-                found.append(_info(snapshot, "hf-cache", repo.repo_id))
-                break
+        if repo.repo_type == "model" and repo.revisions:
+            newest = max(repo.revisions, key=lambda r: r.last_modified)
+            found.append((repo.repo_id, Path(newest.snapshot_path)))
     return found
+
+
+def _hf_cache_models() -> list[ModelInfo]:
+    return [_info(path, "hf-cache", repo) for repo, path in _hf_cache_snapshots() if is_diffusers_folder(path)]
+
+
+def _hf_cache_tinies() -> list[ModelInfo]:
+    return [ModelInfo(repo, tiny_kind(path), "hf-cache", path) for repo, path in _hf_cache_snapshots()
+            if is_tiny_autoencoder(path)]
 
 
 @dataclass
@@ -225,6 +247,13 @@ class ModelRegistry:
         if self.include_hf_cache:
             models += _hf_cache_models()
         return models
+
+    def tiny_autoencoders(self) -> list[ModelInfo]:
+        """TAESD-style decoders (kind TAESD or TAESDXL), the user's folders first, then the HF cache."""
+        tinies = _folder_tinies(paths.user_models_dir(), "user")
+        for folder in self.extra_folders:
+            tinies += _folder_tinies(Path(folder).expanduser(), "folder")
+        return tinies + (_hf_cache_tinies() if self.include_hf_cache else [])
 
     def default(self) -> ModelInfo:
         shipped = _folder_models(paths.shipped_models_dir(), "shipped")

@@ -39,7 +39,10 @@ def build(name: str, base_config):
     import diffusers
 
     class_name, overrides = SCHEDULERS[canonical_name(name)]
-    return getattr(diffusers, class_name).from_config(base_config, **overrides)
+    # DDIM and DDPM clip x̂₀ to [-1, 1] unless told not to: right for pixels, wrong for latents (Stable
+    # Diffusion's own configs say false). A model that ships another sampler's config does not say.
+    unsaid = {"clip_sample": False} if "clip_sample" not in base_config else {}
+    return getattr(diffusers, class_name).from_config(base_config, **{**unsaid, **overrides})
 
 
 def name_of_config(config: dict) -> str:

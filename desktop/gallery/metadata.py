@@ -28,7 +28,7 @@ def _quote(value: str) -> str:
 
 
 def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[dict, ...] = (),
-                     grid: dict | None = None) -> str:
+                     grid: dict | None = None, decoder: str | None = None) -> str:
     fields = [
         ("Steps", str(req.steps)),
         ("Sampler", req.scheduler or ""),
@@ -43,6 +43,8 @@ def a1111_parameters(req: GenerationRequest, model_name: str, networks: tuple[di
         if used:
             fields.append((field_name, ", ".join(f"{n['name']}: {n['hash']}" for n in used)))
     fields += grid_fields(grid)
+    if decoder:
+        fields.append(("VAE Decoder", "TAESD"))  # A1111's own field for its fast decode method
     lines = [req.prompt]
     # A line of the prompt that starts like the negative line would be read as one, unless a real
     # negative line follows it (readers take the last one).
@@ -102,7 +104,7 @@ def text_chunks(req: GenerationRequest, model: dict, created: float | None = Non
     """`req` is what made one image: its own seed, count 1. `networks`: the LoRAs and embeddings applied,
     {"kind": "lora" or "embedding", "name", "hash"} each. `grid`: an X/Y/Z plot's axes and cells."""
     return {
-        A1111_KEY: a1111_parameters(req, model.get("name", ""), networks, grid),
+        A1111_KEY: a1111_parameters(req, model.get("name", ""), networks, grid, model.get("decoder")),
         APP_KEY: app_record(req, model, created, networks, grid),
     }
 

@@ -40,7 +40,8 @@ class StepProgress:
     step: int
     total: int
     seconds_left: float
-    preview: QImage  # null when the step has none
+    preview: QImage  # the predicted clean image x̂₀ (the latent itself when the step has no prediction)
+    noisy: QImage  # the latent being denoised
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,9 @@ class GenerationWorker(QObject):
         def on_step(step: int, total: int, preview) -> None:
             elapsed = time.monotonic() - started
             left = elapsed / step * (total - step) if step else 0.0
-            image = to_qimage(preview) if preview is not None else QImage()
-            self.progress.emit(StepProgress(item, step, total, left, image))
+            noisy = to_qimage(preview.noisy)
+            clean = to_qimage(preview.clean) if preview.clean is not None else noisy
+            self.progress.emit(StepProgress(item, step, total, left, clean, noisy))
 
         return on_step
 
