@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -17,6 +18,7 @@ from desktop.engine.request import GenerationRequest
 from desktop.gallery.jobs import JobQueue
 from desktop.gallery.store import open_gallery
 from desktop.settings import Settings, load_settings, save_settings
+from desktop.ui.mask_canvas import to_pil
 
 JOB_TIMEOUT_MS = 120_000
 
@@ -377,3 +379,59 @@ def test_settings_dialog_sets_lora_and_embedding_folders_and_the_browser_rescans
     window.prompt_panel.prompt.setPlainText("a red circle <lora:from-a1111:0.5>")
     job_id, outcome, saved = run_job(qtbot, window)
     assert outcome == "finished" and "from-a1111: " in Image.open(saved[0]).text["parameters"]
+
+
+def test_the_timeline_replays_the_steps_after_a_job_and_saves_the_animation(qtbot, window, tmp_path):
+    timeline = window.timeline
+    assert timeline.isHidden()
+    _, outcome, _ = run_job(qtbot, window)
+    assert outcome == "finished" and timeline.isVisible()
+    assert len(timeline.frames) == 3 and timeline.slider.maximum() == 4 and timeline.label.text() == "Final image"
+    timeline.slider.setValue(2)  # scrub back to step 2: its x̂₀ is on screen
+    assert timeline.label.text() == "Step 2/3"
+    on_screen = lambda: window.preview.pixmap().toImage().convertToFormat(timeline.frames[1][0].format())  # noqa: E731
+    assert on_screen() == timeline.frames[1][0] and on_screen() != timeline.frames[2][0]
+    timeline.view.setCurrentIndex(1)  # the noisy latent of the same step
+    assert on_screen() == timeline.frames[1][1]
+    with qtbot.waitSignal(timeline.saved, timeout=30_000) as saved:
+        timeline.save_animation(tmp_path / "steps.webp")
+    animation = Image.open(saved.args[0])
+    assert animation.n_frames == 4  # one per step, then the image
+    prepare(window, steps=2)
+    window.generate()
+    assert timeline.isHidden()  # the next job's steps replace these
+    qtbot.waitSignal(window.job_done, timeout=JOB_TIMEOUT_MS).wait() if window.current_job else None
+
+
+def test_the_explore_tab_noises_a_gallery_image_with_the_slider(qtbot, window):
+    from desktop.engine import explain
+    from desktop.engine.models import ModelRegistry
+
+    _, _, saved = run_job(qtbot, window)
+    record = window.browser.model.record_at(0)
+    explore = window.explore
+    with qtbot.waitSignal(explore.frame_shown, timeout=60_000):
+        window.actions.explore.emit(record)  # the gallery's context menu: Explore
+    assert window.tabs.currentWidget() is explore and explore.shown_t == 0
+    assert all(not label.pixmap().isNull() for label in explore.channels)  # 4 latent channels on show
+    assert "4 channels of 32×32" in explore.latent_hint.text()  # the tiny model's VAE scales by 2
+    with qtbot.waitSignal(explore.frame_shown, timeout=60_000, check_params_cb=lambda t: t == 700):
+        explore.slider.setValue(300)
+        explore.slider.setValue(700)  # moved on before the first decode: the newest position wins
+    assert explore.plot.t == 700 and explore.readout.text().startswith("t = 700")
+    shown = window.preview.pixmap()  # untouched: the explorer has its own view
+    # what is on screen is x_700 of the image with the fixed ε, through the model's own VAE
+    process = explain.ForwardProcess.load(ModelRegistry().resolve("tiny-sd"))
+    x0 = process.encode(explain.model_input(Image.open(saved[0]), 512))
+    expected = process.frame(x0, process.noise_like(x0), 700).image
+    assert np.asarray(expected).tolist() == np.asarray(to_pil(explore.view.pixmap().toImage())).tolist()
+    assert not shown.isNull()
+
+
+def test_exploring_a_file_that_is_not_an_image_says_so(qtbot, window, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with qtbot.waitSignal(window.explore.error, timeout=30_000) as error:
+        window.explore.dropEvent(drop_event(bad))
+    assert "notes.png" in error.args[0]
+    assert window.explore.title.text() == "Could not explore this image."

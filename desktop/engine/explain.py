@@ -48,23 +48,89 @@ def noised(x0, noise, alpha_bar: float):
     return alpha_bar ** 0.5 * x0 + (1 - alpha_bar) ** 0.5 * noise
 
 
+class ForwardProcess:
+    """What the forward process needs of a model: its VAE and its noise schedule (no UNet, no text
+    encoder). It has a pipeline's `vae` and `image_processor`, so generation's decode_latents takes it."""
+
+    def __init__(self, vae, alphas_cumprod, image_processor):
+        self.vae, self.alphas_cumprod, self.image_processor = vae, alphas_cumprod, image_processor
+
+    @classmethod
+    def of_pipe(cls, pipe) -> "ForwardProcess":
+        return cls(pipe.vae, pipe.scheduler.alphas_cumprod, pipe.image_processor)
+
+    @classmethod
+    def load(cls, info) -> "ForwardProcess":
+        """A diffusers folder's VAE and schedule alone (fast); a single file's whole pipeline, once."""
+        import torch
+        from diffusers import AutoencoderKL, DDPMScheduler
+        from diffusers.image_processor import VaeImageProcessor
+
+        from desktop.engine.models import load_pipeline
+
+        if not info.path.is_dir():
+            return cls.of_pipe(load_pipeline(info, torch.float32))
+        try:
+            vae = AutoencoderKL.from_pretrained(info.path / "vae", local_files_only=True).eval()
+            schedule = DDPMScheduler.from_pretrained(info.path / "scheduler", local_files_only=True).alphas_cumprod
+        except (OSError, ValueError) as exc:
+            raise LatentStudioError(f"Cannot read {info.name}'s VAE and schedule: {str(exc).splitlines()[0]}") from exc
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        return cls(vae, schedule, VaeImageProcessor(vae_scale_factor=scale))
+
+    @property
+    def steps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    def alpha_bar(self, t: int) -> float:
+        return float(self.alphas_cumprod[t])
+
+    def encode(self, image):
+        """x0: the image's latent (the posterior's mean, times the scaling factor)."""
+        import torch
+
+        vae = self.vae
+        pixels = self.image_processor.preprocess(image).to(vae.device, vae.dtype)
+        with torch.inference_mode():
+            return vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+
+    @staticmethod
+    def noise_like(x0, seed: int = 0):
+        """The one fixed ε every t is noised with."""
+        import torch
+
+        return torch.randn(x0.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(x0.device, x0.dtype)
+
+    def frame(self, x0, noise, t: int) -> ForwardFrame:
+        """x_t, decoded: pure noise decodes too (no NaN/black check)."""
+        import torch
+
+        from desktop.engine.generation import decode_latents
+
+        alpha_bar = self.alpha_bar(t)
+        with torch.inference_mode():
+            return ForwardFrame(t, alpha_bar, decode_latents(self, noised(x0, noise, alpha_bar), check=False))
+
+
+def latent_channels(x0, scale: int = 1) -> list:
+    """Each channel of a latent (1, C, h, w) as a greyscale picture, stretched to its own range."""
+    from PIL import Image
+
+    pictures = []
+    for channel in x0[0].float().cpu():
+        low, high = float(channel.min()), float(channel.max())
+        grey = ((channel - low) / max(high - low, 1e-6) * 255).round().byte().numpy()
+        picture = Image.fromarray(grey, "L")
+        pictures.append(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST))
+    return pictures
+
+
 def forward_frames(pipe, image, timesteps: list[int], seed: int = 0) -> list[ForwardFrame]:
     """The image noised to each t with the pipeline's schedule, decoded."""
-    import torch
-
-    from desktop.engine.generation import decode_latents
-
-    vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
-    with torch.inference_mode():
-        x0 = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-        noise = torch.randn(x0.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(x0.device, x0.dtype)
-        alphas = pipe.scheduler.alphas_cumprod
-        frames = []
-        for t in timesteps:
-            alpha_bar = float(alphas[t])
-            frames.append(ForwardFrame(t, alpha_bar, decode_latents(pipe, noised(x0, noise, alpha_bar), check=False)))
-    return frames
+    process = ForwardProcess.of_pipe(pipe)
+    x0 = process.encode(image)
+    noise = process.noise_like(x0, seed)
+    return [process.frame(x0, noise, t) for t in timesteps]
 
 
 def labelled_strip(frames: list[ForwardFrame]):

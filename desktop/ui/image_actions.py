@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class ImageActions(QObject):
     reuse = Signal(object)  # ImageRecord whose settings go to the prompt panel
     edit = Signal(object)  # ImageRecord to put in the edit panel's init-image slot
+    explore = Signal(object)  # ImageRecord to show in the Explore tab (the forward process)
     upscale = Signal(object)  # ImageRecord to enlarge (a job with its own settings)
     open_record = Signal(object)  # ImageRecord to show in the detail view (lineage links)
     changed = Signal(list)  # image ids whose row changed
@@ -45,6 +46,7 @@ class ImageActions(QObject):
             menu.addAction("Reuse settings", lambda: self.reuse_settings(one))
             menu.addAction("Edit", lambda: self.edit.emit(one))
             menu.addAction("Upscale ×2", lambda: self.upscale.emit(one))
+            menu.addAction("Explore (noise it step by step)", lambda: self.explore.emit(one))
             menu.addAction("Copy image", lambda: self.copy_image(one))
             menu.addAction("Copy prompt", lambda: self.copy_prompt(one))
             menu.addAction("Open file location", lambda: self.open_location(one))

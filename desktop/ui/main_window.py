@@ -16,6 +16,7 @@ from desktop import APP_NAME, paths
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 from desktop.settings import Settings, load_settings, save_settings
+from desktop.ui.mask_canvas import from_pil
 from desktop.ui.worker import JobDone, StepProgress, WorkItem
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class MainWindow(QMainWindow):
         from desktop.ui.image_actions import ImageActions
         from desktop.ui.image_view import ImageView
         from desktop.ui.edit_panel import EditPanel
+        from desktop.ui.explore_panel import ExplorePanel
+        from desktop.ui.step_timeline import StepTimeline
         from desktop.ui.network_browser import NetworkBrowser
         from desktop.ui.prompt_panel import PromptPanel
         from desktop.ui.background import BackgroundTasks
@@ -78,6 +81,8 @@ class MainWindow(QMainWindow):
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
         self.queue_panel = QueuePanel()
+        self.timeline = StepTimeline(self.tasks)
+        self.explore = ExplorePanel(self.tasks, self._registry)
         self.browser = GalleryBrowser(self.gallery, self.tasks)
         self.actions = ImageActions(self.gallery, self.tasks, self)
         self.tabs = QTabWidget()
@@ -126,10 +131,12 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(create)
         layout.addWidget(self.banner)
         layout.addWidget(self.stage, 1)
+        layout.addWidget(self.timeline)
         layout.addWidget(self.progress)
         layout.addWidget(self.queue_panel)
         self.tabs.addTab(create, "Create")
         self.tabs.addTab(self.browser, "Gallery")
+        self.tabs.addTab(self.explore, "Explore")
         main = QSplitter()
         main.addWidget(left)
         main.addWidget(self.tabs)
@@ -161,6 +168,11 @@ class MainWindow(QMainWindow):
         panel.generate_requested.connect(self.generate)
         panel.cancel_requested.connect(self.cancel)
         panel.model_changed.connect(self._model_changed)
+        panel.model_changed.connect(self.explore.set_model)
+        self.explore.error.connect(self.show_error)
+        self.timeline.picked.connect(lambda image: (self.stage.setCurrentWidget(self.preview), self.preview.set_image(image)))
+        self.timeline.error.connect(self.show_error)
+        self.timeline.saved.connect(lambda path: self.statusBar().showMessage(f"Saved the animation to {path}", 8000))
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self, self.generate)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel)
@@ -172,6 +184,7 @@ class MainWindow(QMainWindow):
         self.browser.context_menu.connect(lambda records, pos: self.actions.menu(records, self).exec(pos))
         self.actions.reuse.connect(lambda record: self.load_settings_from_png(record.path, record.metadata()))
         self.actions.edit.connect(self.edit_image)
+        self.actions.explore.connect(self.explore_image)
         self.actions.upscale.connect(self.upscale_image)
         self.actions.open_record.connect(self._open_detail)
         self.edit_panel.error.connect(self.show_error)
@@ -252,6 +265,11 @@ class MainWindow(QMainWindow):
         self.edit_panel.load_file(record.path)
         self.tabs.setCurrentIndex(0)
 
+    def explore_image(self, record) -> None:
+        self.explore.set_model(self.prompt_panel.model_ref())
+        self.explore.load_file(record.path)
+        self.tabs.setCurrentWidget(self.explore)
+
     def upscale_image(self, record, factor: float = 2.0) -> None:
         """Queue an upscale of a gallery image with its own settings (its model when installed)."""
         from desktop.engine.editing import open_image
@@ -291,6 +309,7 @@ class MainWindow(QMainWindow):
         self.active = ActiveJob(item, self.queue)
         self.prompt_panel.set_busy(True)
         self.stage.setCurrentWidget(self.preview)  # the live preview, also for edits
+        self.timeline.start()
         self.banner.hide()
         self.progress.setRange(0, 0)  # busy until the first step reports
         self.progress.setFormat("Starting…")
@@ -347,6 +366,8 @@ class MainWindow(QMainWindow):
         self.progress.setFormat(f"Step {p.step}/{p.total} · {p.seconds_left:.0f} s left")
         if not p.preview.isNull():
             self.preview.set_image(p.preview, smooth=True)
+        if p.step <= p.total // p.item.request.count:  # the first image's steps, kept for replay
+            self.timeline.add(p.preview, p.noisy)
 
     def _job_finished(self, done: JobDone) -> None:
         saved = done.result.saved
@@ -357,6 +378,8 @@ class MainWindow(QMainWindow):
         if not self._is_active(done.item):
             return
         self.preview.set_image(done.last_image)
+        if saved:
+            self.timeline.finish(from_pil(saved[0].image))
         self.prompt_panel.show_seed(done.result.seeds[0])
         seconds = done.result.generation.timings.get("total", 0.0)
         self.progress.setFormat(f"Done: {len(saved)} image{'s' if len(saved) > 1 else ''} in {seconds:.1f} s")
