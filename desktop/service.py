@@ -58,6 +58,23 @@ class GridResult:
     grid: SavedImage  # the labelled grid
     cells: list  # (engine.grid.Cell, JobResult) in the order they ran
 
+    @property
+    def saved(self) -> list[SavedImage]:
+        """Every image the plot saved: the cells, then the grid (as a JobResult lists them)."""
+        return [job.saved[0] for _, job in self.cells] + [self.grid]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.grid.request.seed]
+
+    @property
+    def generation(self) -> "GenerationResult":
+        """The last cell's result, its total time the whole plot's, every cell's warnings once."""
+        last = self.cells[-1][1].generation
+        warnings = list(dict.fromkeys(w for _, job in self.cells for w in job.generation.warnings))
+        total = sum(job.generation.timings.get("total", 0.0) for _, job in self.cells)
+        return dataclasses.replace(last, timings={**last.timings, "total": total}, warnings=warnings)
+
 
 def accept(request: GenerationRequest, gallery) -> GenerationRequest:
     """Validated, its seed fixed, its prompt in the history: ready to queue (the window) or run (the CLI)."""
@@ -161,7 +178,7 @@ class GenerationService:
             if on_cell is not None:
                 on_cell(cell, job)
         sheet = grid.compose({cell.position: job.saved[0].image for cell, job in made}, x, y, z)
-        record = {key: axis.as_dict() for key, axis in (("x", x), ("y", y), ("z", z)) if axis is not None}
+        record = grid.axes_record(x, y, z)
         record["cells"] = [{"position": list(cell.position), "path": str(job.saved[0].path)} for cell, job in made]
         first = made[0][1].generation
         request = first.request.for_image(base.seed).replace(width=sheet.width, height=sheet.height)

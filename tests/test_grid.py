@@ -111,3 +111,22 @@ def test_cli_grid_and_its_errors(tiny_model, tmp_path):
                           (["--x", "strength=0.2,0.4"], "--init-image")):
         proc = run_cli("grid", "a red circle", *args, "--model", tiny_model)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+
+
+def test_a_queued_plot_keeps_its_axes_and_a_broken_one_is_set_aside(tmp_path):
+    from desktop.gallery.jobs import JobQueue
+
+    axes = grid.axes_record(grid.parse_axis('sampler=Euler,"DPM++ 2M"'), grid.parse_axis("steps=1,2"))
+    with Gallery(tmp_path / "g") as gallery:
+        queue = JobQueue(gallery, "me")
+        queue.add(GenerationRequest("a red circle", seed=1), axes)
+        queue.add(GenerationRequest("a red circle", seed=2), grid.axes_record(grid.parse_axis("steps=1,2")))
+        job = queue.claim_next()
+        assert job.grid == axes and grid.axes_from_record(job.grid)[0].values == ("Euler", "DPM++ 2M")
+        assert [j.grid is not None for j in queue.jobs()] == [True, True]
+        with gallery.transaction() as conn:  # a later version's axis, or a hand-edited file
+            conn.execute("UPDATE jobs SET request = json_set(request, '$.grid.x.name', 'colour') WHERE id = ?",
+                         (job.id + 1,))
+        later = JobQueue(gallery, "me")
+        assert [j.id for j in later.jobs()] == [job.id]
+        assert "NAME=V1,V2" in later.set_aside[0].problem

@@ -435,3 +435,47 @@ def test_exploring_a_file_that_is_not_an_image_says_so(qtbot, window, tmp_path):
         window.explore.dropEvent(drop_event(bad))
     assert "notes.png" in error.args[0]
     assert window.explore.title.text() == "Could not explore this image."
+
+
+def test_an_xyz_plot_runs_through_the_queue_and_its_cells_appear_as_they_finish(qtbot, window):
+    from desktop.ui.grid_dialog import GridDialog
+
+    prepare(window, steps=2)
+    dialog = window.open_plot_dialog()
+    assert isinstance(dialog, GridDialog)
+    ok = dialog.buttons.buttons()[0]
+    dialog.set_axis(0, "steps", "1,x")
+    assert not ok.isEnabled() and "'x' is not a whole number" in dialog.verdict.text()
+    dialog.set_axis(0, "prompt", "green,blue")
+    assert not ok.isEnabled() and "not in the prompt" in dialog.verdict.text()
+    dialog.set_axis(0, "steps", "1,2")
+    dialog.set_axis(1, "guidance", "1,3")
+    assert ok.isEnabled() and dialog.verdict.text() == "2 × 2 = 4 images, then the grid."
+    cells = []
+    window.worker.worker.progress.connect(lambda p: cells.append((p.step, p.total, p.cell is not None)))
+    with qtbot.waitSignal(window.job_done, timeout=JOB_TIMEOUT_MS) as done:
+        dialog.accept()
+        assert window.queue_panel.list.item(0).text().startswith("▶ [plot steps (2) × guidance (2)]")
+    _, outcome, saved = done.args
+    assert outcome == "finished" and len(saved) == 5
+    assert cells == [(i, 4, True) for i in range(1, 5)]
+    assert window.browser.model.rowCount() == 5  # four cells, added one by one, then the grid
+    sheet = Image.open(saved[-1])
+    assert json.loads(sheet.text["latent_studio"])["grid"]["x"] == {"name": "steps", "values": [1, 2]}
+    assert window.preview.pixmap().size().width() == sheet.width  # the grid is on screen
+    assert window.progress.format().startswith("Done")
+
+
+def test_cancelling_a_plot_keeps_the_cells_made(qtbot, window):
+    prepare(window, steps=2)
+    dialog = window.open_plot_dialog()
+    dialog.set_axis(0, "seed", "1,2,3,4,5,6")
+    dialog.set_axis(1, "guidance", "")
+    window.worker.worker.progress.connect(lambda p: window.cancel() if p.cell is not None and p.step == 2 else None)
+    with qtbot.waitSignal(window.job_done, timeout=JOB_TIMEOUT_MS) as done:
+        dialog.accept()
+    assert done.args[1] == "cancelled"
+    qtbot.waitUntil(lambda: window.browser.model.rowCount() >= 2)
+    records = [window.browser.model.record_at(i) for i in range(window.browser.model.rowCount())]
+    assert {r.request.seed for r in records} <= {1, 2, 3}  # the finished cells, no grid
+    assert all(r.request.width == 64 for r in records)

@@ -46,6 +46,26 @@ class Cell:
     request: GenerationRequest
 
 
+def axes_record(x: Axis, y: Axis | None = None, z: Axis | None = None) -> dict:
+    """The axes as plain data ({"x": {"name", "values"}, ...}): a queued job and the grid's metadata keep this."""
+    return {key: axis.as_dict() for key, axis in (("x", x), ("y", y), ("z", z)) if axis is not None}
+
+
+def axes_from_record(record: dict) -> tuple[Axis, Axis | None, Axis | None]:
+    """axes_record() read back; the values are parsed again, so a stored job is checked like a typed one."""
+    def axis(key: str) -> Axis | None:
+        data = record.get(key)
+        if not data:
+            return None
+        values = ",".join('"' + str(v).replace('"', '""') + '"' for v in data["values"])
+        return parse_axis(f"{data['name']}={values}", f"--{key}")
+
+    x, y, z = axis("x"), axis("y"), axis("z")
+    if x is None or (z is not None and y is None):
+        raise InvalidRequest("A grid needs an x axis, and a y axis before a z axis.")
+    return x, y, z
+
+
 def parse_axis(text: str, flag: str = "--x") -> Axis:
     """`name=v1,v2,...` into a typed Axis; anything wrong is one line naming the flag and the value."""
     from desktop.engine.schedulers import canonical_name

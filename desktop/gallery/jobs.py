@@ -20,12 +20,15 @@ from desktop.errors import LatentStudioError
 
 log = logging.getLogger(__name__)
 
+GRID_KEY = "grid"  # in a job's stored request: the plot's axes (not a request field)
+
 
 @dataclass(frozen=True)
 class Job:
     id: int
     request: GenerationRequest
     state: str  # pending or running
+    grid: dict | None = None  # an X/Y/Z plot's axes (engine/grid.py axes_record); None: one job
 
 
 @dataclass(frozen=True)
@@ -64,21 +67,22 @@ class JobQueue:
         for item in self.set_aside:
             log.warning("queued job %d set aside: %s", item.id, item.problem)
 
-    def add(self, request: GenerationRequest) -> Job:
-        data = json.dumps(request.validated().to_dict(), ensure_ascii=False)
+    def add(self, request: GenerationRequest, grid: dict | None = None) -> Job:
+        """Queue a job; `grid`: the axes of an X/Y/Z plot over the request (kept beside its fields)."""
+        data = json.dumps({**request.validated().to_dict(), **({GRID_KEY: grid} if grid else {})}, ensure_ascii=False)
         with self.gallery.transaction() as conn:
             last = conn.execute("SELECT coalesce(max(position), 0) FROM jobs").fetchone()[0]
             job_id = conn.execute(
                 "INSERT INTO jobs (request, position, created, owner) VALUES (?, ?, ?, ?) RETURNING id",
                 (data, last + 1, time.time(), self.owner)).fetchone()[0]
-        return Job(job_id, request, "pending")
+        return Job(job_id, request, "pending", grid)
 
     def jobs(self) -> list[Job]:
         """This instance's jobs: running first, then pending in queue order."""
         rows = self.gallery.conn.execute(
             "SELECT id, request, state FROM jobs WHERE owner = ? AND state != 'set_aside' "
             "ORDER BY state = 'pending', position", (self.owner,)).fetchall()
-        return [Job(i, GenerationRequest.from_dict(json.loads(r)), s) for i, r, s in rows]
+        return [_job(i, r, s) for i, r, s in rows]
 
     def pending(self) -> list[Job]:
         return [job for job in self.jobs() if job.state == "pending"]
@@ -92,7 +96,7 @@ class JobQueue:
                 "state = 'pending' ORDER BY position LIMIT 1) RETURNING id, request", (self.owner,)).fetchone()
         if row is None:
             return None
-        return Job(row[0], GenerationRequest.from_dict(json.loads(row[1])), "running")
+        return _job(row[0], row[1], "running")
 
     def done(self, job_id: int) -> None:
         """Finished, failed or cancelled: the job leaves the queue."""
@@ -107,10 +111,20 @@ class JobQueue:
             conn.executemany("UPDATE jobs SET position = ? WHERE id = ?", [(n + 1, i) for n, i in enumerate(order)])
 
 
+def _job(job_id: int, data: str, state: str) -> Job:
+    values = json.loads(data)
+    return Job(job_id, GenerationRequest.from_dict(values), state, values.get(GRID_KEY))
+
+
 def _problem(data: str) -> str:
     """Why a stored request cannot run any more ('' when it can)."""
+    from desktop.engine import grid
+
     try:
-        GenerationRequest.from_dict(json.loads(data)).validated()
+        job = _job(0, data, "pending")
+        job.request.validated()
+        if job.grid is not None:
+            grid.cells(job.request, *grid.axes_from_record(job.grid))
     except (ValueError, TypeError, AttributeError) as exc:
         return f"unreadable ({exc})"
     except LatentStudioError as exc:

@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         panel = self.prompt_panel
         panel.generate_requested.connect(self.generate)
         panel.cancel_requested.connect(self.cancel)
+        panel.plot_requested.connect(self.open_plot_dialog)
         panel.model_changed.connect(self._model_changed)
         panel.model_changed.connect(self.explore.set_model)
         self.explore.error.connect(self.show_error)
@@ -240,11 +241,35 @@ class MainWindow(QMainWindow):
         except LatentStudioError as exc:
             self.show_error(str(exc))
 
-    def enqueue(self, request: GenerationRequest) -> None:
-        """Accept a request (validated, seed fixed, history recorded), queue it and start it when idle."""
+    def open_plot_dialog(self):
+        """The X/Y/Z plot dialog over the panels' request; queued as one job when accepted."""
+        from desktop.engine.request import Edit
+        from desktop.ui.grid_dialog import GridDialog
+
+        try:
+            base = self.prompt_panel.to_request()
+            if self.edit_panel.edit_arguments() is not None:  # the strength axis needs an image
+                base = base.replace(edit=Edit("0" * 64))
+        except LatentStudioError as exc:
+            self.show_error(str(exc))
+            return None
+        dialog = GridDialog(base, self)
+        dialog.accepted.connect(lambda: self._queue_plot(dialog.record()))
+        dialog.open()
+        return dialog
+
+    def _queue_plot(self, axes: dict) -> None:
+        try:
+            self.enqueue(self._request_from_panels().replace(count=1), axes)
+        except LatentStudioError as exc:
+            self.show_error(str(exc))
+
+    def enqueue(self, request: GenerationRequest, grid: dict | None = None) -> None:
+        """Accept a request (validated, seed fixed, history recorded), queue it and start it when idle;
+        `grid`: the axes of an X/Y/Z plot over it (engine/grid.py axes_record)."""
         from desktop.service import accept
 
-        self.queue.add(accept(request, self.gallery))
+        self.queue.add(accept(request, self.gallery), grid)
         self.history.reload()
         self._refresh_queue()
         self._start_next()
@@ -305,7 +330,7 @@ class MainWindow(QMainWindow):
         if job is None:
             self.prompt_panel.set_busy(False)
             return
-        item = WorkItem(job.id, job.request, self.gallery.root)
+        item = WorkItem(job.id, job.request, self.gallery.root, grid=job.grid)
         self.active = ActiveJob(item, self.queue)
         self.prompt_panel.set_busy(True)
         self.stage.setCurrentWidget(self.preview)  # the live preview, also for edits
@@ -358,15 +383,18 @@ class MainWindow(QMainWindow):
             self.progress.setFormat(text)
 
     def _job_progress(self, p: StepProgress) -> None:
+        if p.cell is not None and p.cell.record is not None and p.item.gallery_root == self.gallery.root:
+            self.browser.images_added([p.cell.record])  # a plot's cells reach the gallery as they finish
         if not self._is_active(p.item):
             return
         self.active.loading = False
         self.progress.setRange(0, p.total)
         self.progress.setValue(p.step)
-        self.progress.setFormat(f"Step {p.step}/{p.total} · {p.seconds_left:.0f} s left")
+        unit = "Cell" if p.cell is not None else "Step"
+        self.progress.setFormat(f"{unit} {p.step}/{p.total} · {p.seconds_left:.0f} s left")
         if not p.preview.isNull():
             self.preview.set_image(p.preview, smooth=True)
-        if p.step <= p.total // p.item.request.count:  # the first image's steps, kept for replay
+        if p.cell is None and p.step <= p.total // p.item.request.count:  # the first image's steps, kept for replay
             self.timeline.add(p.preview, p.noisy)
 
     def _job_finished(self, done: JobDone) -> None:
@@ -374,7 +402,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         if done.item.gallery_root == self.gallery.root:  # the grid shows the gallery the job saved into
-            self.browser.images_added([s.record for s in saved])
+            self.browser.images_added([s.record for s in (saved[-1:] if done.item.grid else saved)])
         if not self._is_active(done.item):
             return
         self.preview.set_image(done.last_image)
@@ -382,7 +410,8 @@ class MainWindow(QMainWindow):
             self.timeline.finish(from_pil(saved[0].image))
         self.prompt_panel.show_seed(done.result.seeds[0])
         seconds = done.result.generation.timings.get("total", 0.0)
-        self.progress.setFormat(f"Done: {len(saved)} image{'s' if len(saved) > 1 else ''} in {seconds:.1f} s")
+        made = f"{len(saved) - 1} images and their grid" if done.item.grid else f"{len(saved)} image{'s' * (len(saved) > 1)}"
+        self.progress.setFormat(f"Done: {made} in {seconds:.1f} s")
         for warning in done.result.generation.warnings:
             self.statusBar().showMessage(warning, 15000)
         self._end_job(done.item.job_id, "finished", [str(s.path) for s in saved])

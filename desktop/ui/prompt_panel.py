@@ -20,6 +20,7 @@ MODEL_DEFAULT = "Model's default"
 
 class PromptPanel(QWidget):
     generate_requested = Signal()
+    plot_requested = Signal()  # the X/Y/Z plot dialog
     cancel_requested = Signal()
     model_changed = Signal(str)
 
@@ -63,6 +64,9 @@ class PromptPanel(QWidget):
         self.cancel_button.setToolTip("Stop the running image (Esc)")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_requested)
+        self.plot_button = QPushButton("X/Y/Z plot…")
+        self.plot_button.setToolTip("Vary up to three settings and compare the images in one labelled grid")
+        self.plot_button.clicked.connect(self.plot_requested)
         self._layout(dice)
 
     def _layout(self, dice) -> None:
@@ -86,6 +90,7 @@ class PromptPanel(QWidget):
         form.addRow("Images", self.count)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button, 2)
+        buttons.addWidget(self.plot_button, 1)
         buttons.addWidget(self.cancel_button, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 4, 0)

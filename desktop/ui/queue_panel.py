@@ -41,6 +41,8 @@ class QueuePanel(QWidget):
             prompt = job.request.prompt.replace("\n", " ") or "(empty prompt)"
             if job.request.edit is not None:  # an edit says which kind, as the detail view does
                 prompt = f"[{KIND_LABELS[job.request.kind]}] {prompt}"
+            if job.grid:  # an X/Y/Z plot says its axes
+                prompt = "[plot " + " × ".join(f"{a['name']} ({len(a['values'])})" for a in job.grid.values()) + f"] {prompt}"
             count = f" ×{job.request.count}" if job.request.count > 1 else ""
             item = QListWidgetItem(("▶ " if job.state == "running" else "") + prompt[:80] + count)
             item.setData(Qt.ItemDataRole.UserRole, job.id)

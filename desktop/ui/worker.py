@@ -32,6 +32,7 @@ class WorkItem:
     request: GenerationRequest
     gallery_root: Path
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    grid: dict | None = None  # an X/Y/Z plot's axes: the job makes every cell, then the grid
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class StepProgress:
     seconds_left: float
     preview: QImage  # the predicted clean image x̂₀ (the latent itself when the step has no prediction)
     noisy: QImage  # the latent being denoised
+    cell: object = None  # an X/Y/Z plot's cell just saved (SavedImage): step and total count cells
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ class GenerationWorker(QObject):
         try:
             self.started.emit(item, "Loading model…")
             service = self._prepare(item.gallery_root)
-            result = service.run(item.request, on_step=self._reporter(item), cancel=item.cancel)
+            if item.grid is None:
+                result = service.run(item.request, on_step=self._reporter(item), cancel=item.cancel)
+            else:
+                result = self._run_grid(service, item)
             self.finished.emit(JobDone(item, result, to_qimage(result.saved[-1].image)))
         except GenerationCancelled:
             self.cancelled.emit(item)
@@ -111,6 +116,22 @@ class GenerationWorker(QObject):
             service = self._service = GenerationService(settings, Gallery(gallery_root, reconcile=False))
         service.configure(settings)  # the loaded model is reused unless model, device or precision changed
         return service
+
+    def _run_grid(self, service, item: WorkItem):
+        """Every cell as a normal image (each shown as it finishes), then the labelled grid."""
+        from desktop.engine import grid
+
+        axes = grid.axes_from_record(item.grid)
+        total = len(grid.cells(item.request, *axes))
+        started, made = time.monotonic(), []
+
+        def on_cell(_cell, job) -> None:
+            made.append(job)
+            left = (time.monotonic() - started) / len(made) * (total - len(made))
+            image = to_qimage(job.saved[0].image)
+            self.progress.emit(StepProgress(item, len(made), total, left, image, image, cell=job.saved[0]))
+
+        return service.run_grid(item.request, *axes, cancel=item.cancel, on_cell=on_cell)
 
     def _reporter(self, item: WorkItem):
         started = time.monotonic()
