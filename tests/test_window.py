@@ -415,6 +415,9 @@ def test_the_explore_tab_noises_a_gallery_image_with_the_slider(qtbot, window):
     assert window.tabs.currentWidget() is explore and explore.shown_t == 0
     assert all(not label.pixmap().isNull() for label in explore.channels)  # 4 latent channels on show
     assert "4 channels of 32×32" in explore.latent_hint.text()  # the tiny model's VAE scales by 2
+    qtbot.waitUntil(lambda: len(explore.plot.visited) == 3)  # the panel's sampler at its 3 steps, marked
+    window.prompt_panel.steps.setValue(5)
+    qtbot.waitUntil(lambda: len(explore.plot.visited) == 5 and "at 5 steps" in explore.steps_hint.text())
     with qtbot.waitSignal(explore.frame_shown, timeout=60_000, check_params_cb=lambda t: t == 700):
         explore.slider.setValue(300)
         explore.slider.setValue(700)  # moved on before the first decode: the newest position wins

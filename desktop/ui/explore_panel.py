@@ -35,11 +35,16 @@ class AlphaPlot(QWidget):
     def __init__(self):
         super().__init__()
         self.alphas: list[float] = []
+        self.visited: list[float] = []  # the timesteps the chosen sampler runs, marked on the curve
         self.t = 0
         self.setMinimumSize(260, 150)
 
     def set_schedule(self, alphas: list[float]) -> None:
         self.alphas = alphas
+        self.update()
+
+    def set_visited(self, timesteps: list[float]) -> None:
+        self.visited = timesteps
         self.update()
 
     def set_t(self, t: int) -> None:
@@ -72,7 +77,12 @@ class AlphaPlot(QWidget):
                 path.lineTo(point(t, values[t]))
             painter.setPen(QPen(colour, 2))
             painter.drawPath(path)
-            painter.drawText(left + 8, top + 14 + 16 * (colour.red() > 200), name)
+            legend = QPointF(left + 0.55 * (right - left), (top + bottom) / 2 - 6 + 16 * (colour.red() > 200))
+            painter.drawText(legend, name)  # mid-right: between the two curves, clear of both
+        painter.setPen(QPen(QColor(250, 210, 90), 1))
+        painter.setBrush(QColor(250, 210, 90))
+        for t in self.visited:
+            painter.drawEllipse(point(round(t), self.alphas[min(round(t), last)]), 2.5, 2.5)
         marker = point(self.t, self.alphas[self.t])
         painter.setPen(QPen(QColor(240, 240, 240), 1, Qt.PenStyle.DashLine))
         painter.drawLine(QPointF(marker.x(), top), QPointF(marker.x(), bottom))
@@ -112,6 +122,9 @@ class ExplorePanel(QWidget):
         self.latent_hint = hint("The latent: what the model denoises. The VAE packs the image into a few channels, "
                                 "8× smaller on each side.")
         self.plot = AlphaPlot()
+        self.sampling = ("", 0)  # the prompt panel's sampler and steps
+        self._scheduler_config: dict | None = None
+        self.steps_hint = hint("")
         self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._debounce.timeout.connect(lambda: self._request(self.slider.value()))
         self.slider.valueChanged.connect(self._slid)
@@ -135,6 +148,7 @@ class ExplorePanel(QWidget):
         side.addSpacing(10)
         side.addWidget(QLabel("<b>Noise schedule</b>"))
         side.addWidget(self.plot)
+        side.addWidget(self.steps_hint)
         side.addWidget(hint("ᾱ_t is how much of the image survives at step t; the rest is noise. Most of the "
                             "image is gone long before the last step, which is why generation starts from "
                             "pure noise."))
@@ -180,15 +194,19 @@ class ExplorePanel(QWidget):
             self._processes = {info.path: process}  # one model's VAE kept, not every one tried
             image = explain.model_input(open_image(self._path, "image"), _native(info))
             x0 = process.encode(image)
-            return info, process, x0, image.size
+            return info, process, x0, image.size, model_scheduler_config(info)
+
+        from desktop.engine.sampler_schedule import model_scheduler_config
 
         self.tasks.run(work, lambda result: self._encoded(epoch, *result), self._failed)
 
-    def _encoded(self, epoch: int, info, process, x0, size) -> None:
+    def _encoded(self, epoch: int, info, process, x0, size, scheduler_config: dict) -> None:
         from desktop.engine import explain
 
         if epoch != self._epoch:
             return
+        self._scheduler_config = scheduler_config
+        self.set_sampling(*self.sampling)
         self._subject = (process, x0, process.noise_like(x0))
         channels, h, w = x0.shape[1:]
         scale = max(1, 96 // max(h, w))
@@ -207,6 +225,24 @@ class ExplorePanel(QWidget):
         self.slider.setEnabled(True)
         self.shown_t = None
         self._request(self.slider.value())
+
+    def set_sampling(self, sampler: str, steps: int) -> None:
+        """Mark the timesteps this sampler visits at this many steps on the model's schedule ("" or an
+        unknown name: the model's own sampler)."""
+        from desktop.engine import schedulers
+        from desktop.engine.sampler_schedule import visited
+
+        self.sampling = (sampler, steps)
+        config = self._scheduler_config
+        if config is None or steps < 1:
+            return
+        name = sampler if sampler in schedulers.SCHEDULERS else schedulers.name_of_config(config)
+        self.tasks.run(lambda: visited(name, steps, config), lambda v: self._show_visited(v, steps), self._failed)
+
+    def _show_visited(self, found, steps: int) -> None:
+        self.plot.set_visited(found.timesteps)
+        self.steps_hint.setText(f"● where {found.label} steps at {steps} steps (the prompt panel's sampler): each "
+                                "step removes the noise down to the next dot.")
 
     def _renoise(self) -> None:
         if self._subject is None:

@@ -170,6 +170,9 @@ class MainWindow(QMainWindow):
         panel.plot_requested.connect(self.open_plot_dialog)
         panel.model_changed.connect(self._model_changed)
         panel.model_changed.connect(self.explore.set_model)
+        sampling = lambda *_: self.explore.set_sampling(panel.scheduler.currentText(), panel.steps.value())  # noqa: E731
+        panel.scheduler.currentTextChanged.connect(sampling)
+        panel.steps.valueChanged.connect(sampling)
         self.explore.error.connect(self.show_error)
         self.timeline.picked.connect(lambda image: (self.stage.setCurrentWidget(self.preview), self.preview.set_image(image)))
         self.timeline.error.connect(self.show_error)
@@ -291,7 +294,9 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(0)
 
     def explore_image(self, record) -> None:
-        self.explore.set_model(self.prompt_panel.model_ref())
+        panel = self.prompt_panel
+        self.explore.set_model(panel.model_ref())
+        self.explore.sampling = (panel.scheduler.currentText(), panel.steps.value())
         self.explore.load_file(record.path)
         self.tabs.setCurrentWidget(self.explore)
 
