@@ -109,3 +109,55 @@ def write_sd15_checkpoint(path: Path, configs: Path) -> Path:
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     tmp.rename(path)
     return path
+
+
+def open_clip_to_ldm(state: dict, layers: int) -> dict:
+    """A transformers CLIPTextModel (SD 2's, 23 layers) in OpenCLIP's layout: q, k and v merged into one
+    in_proj, and a 24th block, text projection and logit scale as the original files carry (diffusers
+    drops them: SD 2 conditions on the penultimate layer)."""
+    import torch
+
+    prefix, out = "cond_stage_model.model.", {}
+    text = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out[prefix + "token_embedding.weight"] = text["embeddings.token_embedding.weight"]
+    out[prefix + "positional_embedding"] = text["embeddings.position_embedding.weight"]
+    out[prefix + "ln_final.weight"] = text["final_layer_norm.weight"]
+    out[prefix + "ln_final.bias"] = text["final_layer_norm.bias"]
+    width = out[prefix + "ln_final.weight"].shape[0]
+    for i in range(layers + 1):
+        source = f"encoder.layers.{min(i, layers - 1)}."  # the extra last block: a copy of the one before
+        block = f"{prefix}transformer.resblocks.{i}."
+        for ldm, hf in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("attn.out_proj", "self_attn.out_proj"),
+                        ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+            for kind in ("weight", "bias"):
+                out[f"{block}{ldm}.{kind}"] = text[f"{source}{hf}.{kind}"].clone()
+        for kind in ("weight", "bias"):
+            out[f"{block}attn.in_proj_{kind}"] = torch.cat(
+                [text[f"{source}self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")])
+    out[prefix + "text_projection"] = torch.eye(width, dtype=out[prefix + "ln_final.weight"].dtype)
+    out[prefix + "logit_scale"] = torch.tensor(4.6052, dtype=out[prefix + "ln_final.weight"].dtype)
+    return out
+
+
+def write_sd2_checkpoint(path: Path, configs: Path, metadata: dict | None = None) -> Path:
+    """~1.3 B parameters of SD 2.x (UNet, VAE, OpenCLIP ViT-H text encoder), random, fp16, original keys."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    state = {}
+    with torch.no_grad():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
+        state.update(unet_to_ldm({k: v.half() for k, v in unet.state_dict().items()}))
+        del unet
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
+        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
+        config = CLIPTextConfig.from_pretrained(configs / "text_encoder")
+        text = CLIPTextModel(config)
+        state.update(open_clip_to_ldm({k: v.half() for k, v in text.state_dict().items()}, config.num_hidden_layers))
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.rename(path)
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ldm_checkpoint import write_sd15_checkpoint
+from ldm_checkpoint import write_sd2_checkpoint, write_sd15_checkpoint
 from safetensors.torch import save_file
 from test_cli import ROOT, run_cli
 
@@ -49,6 +49,36 @@ def test_a_full_size_sd15_file_generates_offline(sd15_file, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["model"]["kind"] == "SD 1.x" and Path(report["images"][0]["path"]).is_file()
+
+
+@pytest.fixture(scope="session")
+def sd2_v_file(tmp_path_factory) -> Path:
+    """A fine-tune's name says nothing; its modelspec says v (as SD 2.1-768 derivatives' often do)."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return write_sd2_checkpoint(folder / "my-finetune.safetensors", paths.shipped_configs_dir() / "sd2-768-v",
+                                {"modelspec.prediction_type": "v"})
+
+
+def test_a_full_size_sd2_768_v_file_generates_offline(sd2_v_file, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(sd2_v_file),
+                           "--size", "64", "--steps", "1", "--seed", "1", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["model"]["kind"] == "SD 2.x (768, v)" and Path(report["images"][0]["path"]).is_file()
+    pipe = checkpoints.load_single_file(sd2_v_file, torch.float16)
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.unet.config.upcast_attention
+    text = getattr(pipe.text_encoder, "text_model", pipe.text_encoder)  # newer transformers drop that level
+    assert len(text.encoder.layers) == 23  # the penultimate layer, as SD 2 conditions
+    with safe_open(str(sd2_v_file), "pt") as f:
+        merged = f.get_tensor("cond_stage_model.model.transformer.resblocks.5.attn.in_proj_weight")
+        attention = text.encoder.layers[5].self_attn
+        assert torch.equal(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]), merged)
+        assert torch.equal(pipe.unet.up_blocks[3].attentions[2].transformer_blocks[0].attn2.to_k.weight,
+                           f.get_tensor("model.diffusion_model.output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"))
 
 
 def test_single_file_weights_land_in_the_right_places(sd15_file):
