@@ -184,3 +184,22 @@ def test_low_memory_decodes_images_above_native_size_in_tiles(engine):
         vae.decode = original
     assert tiled == [True, False, False]
     assert vae.use_tiling is False  # only for the job
+
+
+def test_without_guidance_the_negative_prompt_is_not_encoded(engine):
+    """CFG ≤ 1 makes one UNet pass per step and never reads the negative prompt: encoding it would only
+    cost time (a whole text-encoder pass, a tenth of a one-step image)."""
+    engine.load()
+    calls = []
+    hook = engine.loaded.pipe.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        request = GenerationRequest("a red circle", negative_prompt="blurry", seed=2, steps=2, width=64, height=64)
+        plain = engine.generate(request.replace(guidance=1.0))
+        assert len(calls) == 1
+        other = engine.generate(request.replace(guidance=1.0, negative_prompt="a square"))
+        calls.clear()
+        engine.generate(request.replace(guidance=5.0))
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+    assert np.array_equal(pixels(plain.images[0]), pixels(other.images[0]))

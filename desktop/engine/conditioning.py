@@ -154,9 +154,10 @@ class Conditioning:
         return len(self.positive) + len(self.negative) > 2
 
 
-def build(pipe, prompt: str, negative: str, steps: int) -> Conditioning:
+def build(pipe, prompt: str, negative: str, steps: int, guided: bool = True) -> Conditioning:
     """Every distinct prompt of the schedule encoded once; all padded to one length, as the UNet
-    batches the negative and positive together (A1111 pads with the empty prompt's chunk)."""
+    batches the negative and positive together (A1111 pads with the empty prompt's chunk). Without
+    guidance (CFG ≤ 1: one UNet pass per step) the negative prompt is never used, so never encoded."""
     cache: dict[str, object] = {}
 
     def schedule(text: str) -> list[tuple[int, object]]:
@@ -167,7 +168,8 @@ def build(pipe, prompt: str, negative: str, steps: int) -> Conditioning:
             entries.append((last, cache[plain]))
         return entries
 
-    positive, negative_entries = schedule(prompt), schedule(negative)
+    positive = schedule(prompt)
+    negative_entries = schedule(negative) if guided else positive
     longest = max(e.hidden.shape[1] for _, e in positive + negative_entries)
 
     def pad(embeds: Embeds) -> Embeds:

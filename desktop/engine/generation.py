@@ -288,8 +288,11 @@ class Engine:
             t0 = time.perf_counter()
             latents = self._denoise(loaded, req, seed, index, on_step, cancel, step_seconds, plan)
             t1 = time.perf_counter()
-            with vae_tiling(pipe, decoder is None and self._tiles(loaded, req, plan)):
-                image = decode_latents(pipe, latents, vae=decoder.vae if decoder else None)
+            if decoder is not None:
+                image = decoder.final_image(pipe, latents)
+            else:
+                with vae_tiling(pipe, self._tiles(loaded, req, plan)):
+                    image = decode_latents(pipe, latents)
             images.append(plan.finish(image) if plan is not None else image)
             denoise += t1 - t0
             decode += time.perf_counter() - t1
@@ -424,7 +427,8 @@ class Engine:
         SDXL, with the conditioning schedule when the prompt edits itself; others get the strings."""
         if not conditioning.supports(pipe):
             return {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None}, None
-        built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps)
+        guided = req.guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None  # as diffusers
+        built = conditioning.build(pipe, req.prompt, req.negative_prompt, req.steps, guided)
         return built.first(), built if built.scheduled else None
 
 
