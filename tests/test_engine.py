@@ -163,27 +163,33 @@ def test_sliced_attention_gives_the_same_image(engine):
     assert np.abs(pixels(plain) - pixels(sliced)).max() <= 1
 
 
-def test_low_memory_decodes_images_above_native_size_in_tiles(engine):
-    """On the CPU the models stay where they are (nothing to offload to); a text-to-image job larger than
-    the model's native size decodes in tiles, a native one does not."""
+def test_low_memory_decodes_in_tiles_of_half_the_vaes_size(engine, monkeypatch):
+    """On the CPU the models stay where they are (nothing to offload to); in low memory an image larger
+    than half the VAE's own size (but tiles of at least MIN_TILE) decodes in tiles of that, and the VAE
+    is itself again after."""
+    from desktop.engine import generation
+
     engine.load()
     vae = engine.loaded.pipe.vae
-    tiled = []
+    own = vae.tile_sample_min_size  # the tiny test VAE's: 32 px
+    seen = []
     original = vae.decode
-    vae.decode = lambda *a, **k: tiled.append(vae.use_tiling) or original(*a, **k)
-    native = engine.loaded.defaults
+    vae.decode = lambda *a, **k: seen.append((vae.use_tiling, vae.tile_sample_min_size)) or original(*a, **k)
+    request = GenerationRequest("a square", seed=1, steps=1, width=64, height=64)
     try:
         engine.options.low_memory = True
-        big = GenerationRequest("a square", seed=1, steps=1, width=native.width + 64, height=native.height)
-        engine.generate(big)
-        engine.generate(big.replace(width=native.width))
+        engine.generate(request)  # 64² fits in one 256 px tile: decoded whole
+        monkeypatch.setattr(generation, "MIN_TILE", 16)  # tiles as small as this VAE's half
+        low = engine.generate(request)
         assert engine.loaded.offload is False
         engine.options.low_memory = False
-        engine.generate(big)
+        whole = engine.generate(request)
     finally:
         vae.decode = original
-    assert tiled == [True, False, False]
-    assert vae.use_tiling is False  # only for the job
+    assert seen == [(False, own), (True, own // 2), (False, own)]
+    assert (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size) == (False, own, own // 2)
+    difference = np.abs(pixels(low.images[0]).astype(int) - pixels(whole.images[0]).astype(int)).mean()
+    assert 0 < difference < 40  # the same picture, blended across tile seams
 
 
 def test_without_guidance_the_negative_prompt_is_not_encoded(engine):

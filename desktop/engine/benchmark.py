@@ -17,6 +17,8 @@ Parts:
              weights at 512², 1 step, CFG off: bare diffusers with its defaults (fp32, the full VAE)
              against the app's fast mode (auto precision, TAESD decode); encode, denoise and decode
              seconds of each, the speedup, and TAESD's decode against the VAE's
+  lowmem     SDXL's VAE (random weights) decoding a 1024² image whole and in tiles: seconds and
+             peak memory of each; on CUDA/MPS also a whole SDXL image with models offloaded or not
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ log = logging.getLogger(__name__)
 RANDOM_SD15 = "sd15-random"
 RANDOM_SD21 = "sd21-base-random"  # SD-Turbo's architecture
 RANDOM_TAESD = "taesd-random"
-PARTS = ("overhead", "slicing", "precision", "edit", "lora", "fast")
+PARTS = ("overhead", "slicing", "precision", "edit", "lora", "fast", "lowmem")
+RANDOM_SDXL = "sdxl-random"
 FAST_SIZE = 512
 PROMPT = "a red circle on a blue background"
 
@@ -414,6 +417,84 @@ def worker_fast_app(spec: dict) -> dict:
                         result.placement.device, result.placement.precision, result.decoder or "VAE")
 
 
+def worker_vae_tiling(spec: dict) -> dict:
+    """SDXL's VAE decoding a 1024² latent, whole or in tiles, as low memory decodes above native size."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from desktop.engine.generation import vae_tiling
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(paths.shipped_configs_dir() / "sdxl-base" / "vae"))
+    vae.to(spec["device"]).eval()
+    latents = torch.randn(1, 4, 128, 128, device=spec["device"])
+    with torch.inference_mode(), vae_tiling(SimpleNamespace(vae=vae, vae_scale_factor=8), spec["tiled"], 512):
+        vae.decode(latents[:, :, :16, :16])  # warm-up
+        with PeakMemory(spec["device"]) as mem:
+            start = time.perf_counter()
+            vae.decode(latents)
+            seconds = time.perf_counter() - start
+    return {"tiled": spec["tiled"], "seconds": seconds, "peak_mb": mem.delta_mb, "device": spec["device"]}
+
+
+def worker_offload(spec: dict) -> dict:
+    """A whole SDXL image (random weights, 1024², 2 steps) with the app's low memory setting or not."""
+    from desktop.engine.generation import Engine, EngineOptions
+    from desktop.engine.request import GenerationRequest
+
+    engine = Engine(options=EngineOptions(device=spec["device"], low_memory=spec["low_memory"]))
+    request = GenerationRequest(PROMPT, steps=2, width=1024, height=1024, seed=1, model=spec["model"])
+    engine.generate(request.replace(steps=1, width=256, height=256))
+    with PeakMemory(spec["device"]) as mem:
+        result = engine.generate(request)
+    return {"low_memory": spec["low_memory"], "seconds": result.timings["total"], "peak_mb": mem.delta_mb,
+            "device": spec["device"]}
+
+
+def run_lowmem(device: str | None) -> dict:
+    from desktop.engine.devices import pick_device
+
+    device = pick_device(device)
+    rows = {"device": device, "vae": [_run_worker("vae_tiling", {"device": device, "tiled": tiled,
+                                                                  "label": f"SDXL VAE at 1024², tiled {tiled}"})
+                                      for tiled in (False, True)]}
+    if device in ("cuda", "mps"):  # on the CPU the models are in main memory already: nothing to offload
+        model = str(random_sdxl_folder())
+        rows["offload"] = [_run_worker("offload", {"device": device, "low_memory": low, "model": model,
+                                                   "label": f"SDXL 1024², low memory {low}"}) for low in (False, True)]
+    return rows
+
+
+def random_sdxl_folder() -> Path:
+    """SDXL base's architecture with random weights (about 7 GB in fp16), saved once in the cache dir."""
+    folder = paths.cache_dir() / "bench" / RANDOM_SDXL
+    if (folder / "model_index.json").is_file():
+        return folder
+    import torch
+
+    from desktop.engine.checkpoints import tokenizer
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    configs = paths.shipped_configs_dir() / "sdxl-base"
+    torch.manual_seed(0)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder")),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(configs / "text_encoder_2")),
+        tokenizer=tokenizer("<|endoftext|>"), tokenizer_2=tokenizer("!"),
+        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),
+        scheduler=EulerDiscreteScheduler.from_pretrained(configs / "scheduler"),
+    ).to(torch.float16)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, folder)
+    return folder
+
+
 def _fast_report(parts: dict, device: str, precision: str, decoder: str) -> dict:
     return {**parts, "total_s": sum(parts.values()), "device": device, "precision": precision, "decoder": decoder}
 
@@ -452,7 +533,8 @@ def bf16_native() -> bool:
 
 
 WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale,
-           "lora": worker_lora, "fast_baseline": worker_fast_baseline, "fast_app": worker_fast_app}
+           "lora": worker_lora, "fast_baseline": worker_fast_baseline, "fast_app": worker_fast_app,
+           "vae_tiling": worker_vae_tiling, "offload": worker_offload}
 
 
 def _run_worker(kind: str, spec: dict) -> dict:
@@ -525,6 +607,8 @@ def run(args) -> int:
 
     if "fast" in parts:
         results["fast"] = run_fast()
+    if "lowmem" in parts:
+        results["lowmem"] = run_lowmem(args.device)
 
     print(format_table(results))
     out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -573,6 +657,12 @@ def format_table(results: dict) -> str:
                          f"  unfused {s['unfused']:.3f} ({lo['unfused_vs_none_pct']:+.1f} %)  ({lo['device']}/{lo['precision']})")
     if "fast" in results:
         lines += ["", *_fast_lines(results["fast"])]
+    if "lowmem" in results:
+        lines += ["", f"Low memory ({results['lowmem']['device']}): SDXL at 1024²"]
+        for row in results["lowmem"]["vae"] + results["lowmem"].get("offload", []):
+            what = f"VAE decode, tiled {row['tiled']}" if "tiled" in row else f"whole image, low memory {row['low_memory']}"
+            lines.append(f"  {what}: failed: {row['error']}" if "error" in row else
+                         f"  {what}: {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")
     return "\n".join(lines)
 
 
