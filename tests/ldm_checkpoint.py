@@ -9,20 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _unet_layer_map() -> list[tuple[str, str]]:
+def _unet_layer_map(levels: int = 4, down_attention=(0, 1, 2), up_attention=(1, 2, 3)) -> list[tuple[str, str]]:
+    """SD 1.x/2.x by default; SDXL has 3 levels, attention on down levels 1-2 and up levels 0-1."""
     pairs = []  # (ldm prefix, diffusers prefix)
-    for i in range(4):
+    for i in range(levels):
         for j in range(2):
             pairs.append((f"input_blocks.{3 * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
-            if i < 3:
+            if i in down_attention:
                 pairs.append((f"input_blocks.{3 * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}."))
         for j in range(3):
             pairs.append((f"output_blocks.{3 * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
-            if i > 0:
+            if i in up_attention:
                 pairs.append((f"output_blocks.{3 * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
-        if i < 3:
+        if i < levels - 1:
             pairs.append((f"input_blocks.{3 * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
-            pairs.append((f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.", f"up_blocks.{i}.upsamplers.0."))
+            pairs.append((f"output_blocks.{3 * i + 2}.{2 if i in up_attention else 1}.", f"up_blocks.{i}.upsamplers.0."))
     pairs.append(("middle_block.1.", "mid_block.attentions.0."))
     for j in range(2):
         pairs.append((f"middle_block.{2 * j}.", f"mid_block.resnets.{j}."))
@@ -30,14 +31,15 @@ def _unet_layer_map() -> list[tuple[str, str]]:
 
 
 UNET_DIRECT = [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
-               ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
+               ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out."),
+               ("label_emb.0.0.", "add_embedding.linear_1."), ("label_emb.0.2.", "add_embedding.linear_2.")]
 UNET_RESNET = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"),
                ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut")]
 
 
-def unet_to_ldm(state: dict) -> dict:
+def unet_to_ldm(state: dict, layers: list[tuple[str, str]] | None = None) -> dict:
     out = {}
-    layers = _unet_layer_map()
+    layers = layers or _unet_layer_map()
     for name, tensor in state.items():
         new = name
         for ldm, hf in UNET_DIRECT:
@@ -111,20 +113,22 @@ def write_sd15_checkpoint(path: Path, configs: Path) -> Path:
     return path
 
 
-def open_clip_to_ldm(state: dict, layers: int) -> dict:
-    """A transformers CLIPTextModel (SD 2's, 23 layers) in OpenCLIP's layout: q, k and v merged into one
-    in_proj, and a 24th block, text projection and logit scale as the original files carry (diffusers
-    drops them: SD 2 conditions on the penultimate layer)."""
+def open_clip_to_ldm(state: dict, layers: int, prefix: str = "cond_stage_model.model.", extra_block: bool = True,
+                     projection=None) -> dict:
+    """A transformers CLIP text model in OpenCLIP's layout: q, k and v merged into one in_proj. SD 2's
+    (23 layers) gets the 24th block, text projection and logit scale the original files carry (diffusers
+    drops them: SD 2 conditions on the penultimate layer); SDXL's second encoder has all its blocks and
+    its own projection (stored transposed)."""
     import torch
 
-    prefix, out = "cond_stage_model.model.", {}
+    out = {}
     text = {k.removeprefix("text_model."): v for k, v in state.items()}
     out[prefix + "token_embedding.weight"] = text["embeddings.token_embedding.weight"]
     out[prefix + "positional_embedding"] = text["embeddings.position_embedding.weight"]
     out[prefix + "ln_final.weight"] = text["final_layer_norm.weight"]
     out[prefix + "ln_final.bias"] = text["final_layer_norm.bias"]
     width = out[prefix + "ln_final.weight"].shape[0]
-    for i in range(layers + 1):
+    for i in range(layers + extra_block):
         source = f"encoder.layers.{min(i, layers - 1)}."  # the extra last block: a copy of the one before
         block = f"{prefix}transformer.resblocks.{i}."
         for ldm, hf in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("attn.out_proj", "self_attn.out_proj"),
@@ -134,8 +138,9 @@ def open_clip_to_ldm(state: dict, layers: int) -> dict:
         for kind in ("weight", "bias"):
             out[f"{block}attn.in_proj_{kind}"] = torch.cat(
                 [text[f"{source}self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")])
-    out[prefix + "text_projection"] = torch.eye(width, dtype=out[prefix + "ln_final.weight"].dtype)
-    out[prefix + "logit_scale"] = torch.tensor(4.6052, dtype=out[prefix + "ln_final.weight"].dtype)
+    dtype = out[prefix + "ln_final.weight"].dtype
+    out[prefix + "text_projection"] = projection.T.contiguous() if projection is not None else torch.eye(width, dtype=dtype)
+    out[prefix + "logit_scale"] = torch.tensor(4.6052, dtype=dtype)
     return out
 
 
@@ -159,5 +164,36 @@ def write_sd2_checkpoint(path: Path, configs: Path, metadata: dict | None = None
         state.update(open_clip_to_ldm({k: v.half() for k, v in text.state_dict().items()}, config.num_hidden_layers))
     tmp = path.with_name(path.name + ".partial")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.rename(path)
+    return path
+
+
+def write_sdxl_checkpoint(path: Path, configs: Path) -> Path:
+    """~3.5 B parameters of SDXL base (UNet, VAE, CLIP-L and OpenCLIP bigG), random, fp16, original keys."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    state = {}
+    with torch.no_grad():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
+        layers = _unet_layer_map(3, down_attention=(1, 2), up_attention=(0, 1))
+        half = {k: v.half() for k, v in unet.state_dict().items()}  # the fp32 UNet alone is 10 GB
+        del unet
+        state.update(unet_to_ldm(half, layers))
+        del half
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
+        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
+        clip = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
+        state.update({"conditioner.embedders.0.transformer." + (k if k.startswith("text_model.") else "text_model." + k):
+                      v.half() for k, v in clip.state_dict().items()})
+        config = CLIPTextConfig.from_pretrained(configs / "text_encoder_2")
+        big = {k: v.half() for k, v in CLIPTextModelWithProjection(config).state_dict().items()}
+        state.update(open_clip_to_ldm(big, config.num_hidden_layers, "conditioner.embedders.1.model.",
+                                      extra_block=False, projection=big.pop("text_projection.weight")))
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     tmp.rename(path)
     return path
