@@ -183,6 +183,11 @@ def test_a_broken_tiny_autoencoder_is_a_clear_error(engine, user_tiny):
     engine.options.fast_decode = "require"
     with pytest.raises(LatentStudioError, match="Cannot load the tiny autoencoder taesd-tiny"):
         engine.generate(GenerationRequest("a red circle", **SMALL))
+    engine.options.fast_decode = "prefer"  # the window's setting: the image still comes, from the VAE
+    frames = []
+    result = engine.generate(GenerationRequest("a red circle", **SMALL), on_step=lambda s, t, p: frames.append(p))
+    assert result.decoder is None and "Cannot load the tiny autoencoder taesd-tiny" in result.warnings[0]
+    assert frames[0].clean.size == (32, 32)  # previews fell back to the linear map
     shutil.rmtree(user_tiny)
 
 

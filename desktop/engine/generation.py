@@ -277,9 +277,7 @@ class Engine:
             log.warning(text)
 
         images, step_seconds = [], []
-        decoder = loaded.tiny_decode() if self.options.fast_decode != "off" else None
-        if self.options.fast_decode == "prefer" and decoder is None:
-            warnings.append(f"Fast decode is on, but no tiny autoencoder serves {loaded.info.name}: decoded with its VAE.")
+        decoder = self._fast_decoder(loaded, warnings)
         loaded.encode_clock[0] = 0.0
         denoise = decode = 0.0
         for index, seed in enumerate(req.seeds()):
@@ -308,6 +306,22 @@ class Engine:
         }
         return GenerationResult(images, req, req.seeds(), loaded.info, loaded.placement, timings, step_seconds, warnings,
                                 applied, embeddings, decoder.info.name if decoder else None)
+
+    def _fast_decoder(self, loaded: LoadedModel, warnings: list[str]) -> tiny_vae.TinyDecoder | None:
+        """The tiny autoencoder for the final decode, when fast decode is on. "require" (the CLI flag)
+        lets its errors through; "prefer" (the window's setting) falls back to the VAE and says why."""
+        if self.options.fast_decode == "off":
+            return None
+        try:
+            decoder = loaded.tiny_decode()
+        except LatentStudioError as exc:
+            if self.options.fast_decode == "require":
+                raise
+            warnings.append(f"Fast decode is on, but {exc} Decoded with the model's VAE.")
+            return None
+        if decoder is None and self.options.fast_decode == "prefer":
+            warnings.append(f"Fast decode is on, but no tiny autoencoder serves {loaded.info.name}: decoded with its VAE.")
+        return decoder
 
     def _tiles(self, loaded: LoadedModel, req: GenerationRequest, plan) -> int | None:
         """The VAE's tile size for this decode (None: whole). An edit beyond the model's native size
