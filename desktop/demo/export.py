@@ -173,7 +173,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    error (0–255): outermost ring {fb.get('frame', float('nan')):.1f} → {fa.get('frame', float('nan')):.1f}, the four corner pixels {fb.get('corners', float('nan')):.1f} → {fa.get('corners', float('nan')):.1f},
    inside the image {fb.get('inside', float('nan')):.1f} → {fa.get('inside', float('nan')):.1f}.
 3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding
-   starts as far from the others as the old words are from each other); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
+   starts at the average word); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
    {cg.get('pool', 0):,} new images, lr {cg.get('unet_lr', '?')}, EMA {cg.get('ema_decay', '?')}; final loss {g.get('unet_final_loss', float('nan')):.4f}.
 4. **Inpainting sibling**, the standard SD recipe: the UNet copied with 5 more input channels (zero
    weights), trained {cg.get('inpaint_steps', '?')} steps on {cg.get('inpaint_pool', 0):,} images, each with one mask: the whole image,

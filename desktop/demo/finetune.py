@@ -155,27 +155,15 @@ def extend_vocabulary(text_encoder, old_tokenizer, new_tokenizer) -> None:
     old_vocab = old_tokenizer.get_vocab()
     text_encoder.resize_token_embeddings(len(new_tokenizer), mean_resizing=False)
     table = text_encoder.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for token, index in new_tokenizer.get_vocab().items():
             if token in old_vocab:
                 table[index] = old_table[old_vocab[token]]
-        new = [index for token, index in new_tokenizer.get_vocab().items() if token not in old_vocab]
-        table[new] = distinct_words(old_table, len(new))
+            else:  # new words start near the average word, as textual inversion does
+                table[index] = old_table.mean(0) + 0.02 * torch.randn(old_table.shape[1], generator=generator)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(text_encoder.config, name, getattr(new_tokenizer, name))
-
-
-def distinct_words(old_table, count: int, seed: int = 0):
-    """Embeddings for new words, each as far from the others as the old words are from each other.
-
-    Starting them all near the average word (as textual inversion does for one word) left "top",
-    "left" and "small" nearly the same vector: the text encoder's outputs for "in the top left" and
-    "in the bottom right" differed by 1.5 % as much as for two colours, the UNet had nothing to tell
-    them apart by, and so nothing pushed them apart (3,000 steps learned no position at all)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    return old_table.mean(0) + old_table.std(0) * torch.randn(count, old_table.shape[1], generator=generator)
 
 
 def encode(vae, images):
