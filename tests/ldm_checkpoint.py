@@ -88,29 +88,50 @@ def vae_to_ldm(state: dict) -> dict:
     return out
 
 
+def _unet_and_vae(configs: Path, layers: list[tuple[str, str]] | None = None) -> dict:
+    """A random UNet and VAE from shipped configs, fp16, in the original keys (seeded; the fp32 UNet is
+    freed before the VAE is made: SDXL's alone is 10 GB)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
+        half = {k: v.half() for k, v in unet.state_dict().items()}
+        del unet
+        state = unet_to_ldm(half, layers)
+        del half
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
+        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
+    return state
+
+
+def _clip_to_ldm(text, prefix: str) -> dict:
+    """A transformers CLIP text model under `prefix`, fp16; the original layout names its weights
+    text_model.* (newer transformers drop that level)."""
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v.half()
+            for k, v in text.state_dict().items()}
+
+
+def _save(state: dict, path: Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.rename(path)
+    return path
+
+
 def write_sd15_checkpoint(path: Path, configs: Path) -> Path:
     """~1.07 B parameters of SD 1.5 (UNet, VAE, CLIP text encoder), random, fp16, LDM keys."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(0)
-    state = {}
+    state = _unet_and_vae(configs)
     with torch.no_grad():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
-        state.update(unet_to_ldm({k: v.half() for k, v in unet.state_dict().items()}))
-        del unet
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
-        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
         text = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
-        # the original layout names CLIP's weights text_model.* (newer transformers drop that level)
-        state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k):
-                      v.half() for k, v in text.state_dict().items()})
-    tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.rename(path)
-    return path
+        state.update(_clip_to_ldm(text, "cond_stage_model.transformer."))
+    return _save(state, path)
 
 
 def open_clip_to_ldm(state: dict, layers: int, prefix: str = "cond_stage_model.model.", extra_block: bool = True,
@@ -147,53 +168,27 @@ def open_clip_to_ldm(state: dict, layers: int, prefix: str = "cond_stage_model.m
 def write_sd2_checkpoint(path: Path, configs: Path, metadata: dict | None = None) -> Path:
     """~1.3 B parameters of SD 2.x (UNet, VAE, OpenCLIP ViT-H text encoder), random, fp16, original keys."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(0)
-    state = {}
+    state = _unet_and_vae(configs)
     with torch.no_grad():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
-        state.update(unet_to_ldm({k: v.half() for k, v in unet.state_dict().items()}))
-        del unet
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
-        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
         config = CLIPTextConfig.from_pretrained(configs / "text_encoder")
         text = CLIPTextModel(config)
         state.update(open_clip_to_ldm({k: v.half() for k, v in text.state_dict().items()}, config.num_hidden_layers))
-    tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    tmp.rename(path)
-    return path
+    return _save(state, path, metadata)
 
 
 def write_sdxl_checkpoint(path: Path, configs: Path) -> Path:
     """~3.5 B parameters of SDXL base (UNet, VAE, CLIP-L and OpenCLIP bigG), random, fp16, original keys."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    torch.manual_seed(0)
-    state = {}
+    state = _unet_and_vae(configs, _unet_layer_map(3, down_attention=(1, 2), up_attention=(0, 1)))
     with torch.no_grad():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
-        layers = _unet_layer_map(3, down_attention=(1, 2), up_attention=(0, 1))
-        half = {k: v.half() for k, v in unet.state_dict().items()}  # the fp32 UNet alone is 10 GB
-        del unet
-        state.update(unet_to_ldm(half, layers))
-        del half
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
-        state.update(vae_to_ldm({k: v.half() for k, v in vae.state_dict().items()}))
         clip = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
-        state.update({"conditioner.embedders.0.transformer." + (k if k.startswith("text_model.") else "text_model." + k):
-                      v.half() for k, v in clip.state_dict().items()})
+        state.update(_clip_to_ldm(clip, "conditioner.embedders.0.transformer."))
         config = CLIPTextConfig.from_pretrained(configs / "text_encoder_2")
         big = {k: v.half() for k, v in CLIPTextModelWithProjection(config).state_dict().items()}
         state.update(open_clip_to_ldm(big, config.num_hidden_layers, "conditioner.embedders.1.model.",
                                       extra_block=False, projection=big.pop("text_projection.weight")))
-    tmp = path.with_name(path.name + ".partial")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.rename(path)
-    return path
+    return _save(state, path)

@@ -31,6 +31,15 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def generate_offline(model: Path, out: Path, *flags: str) -> dict:
+    """`generate --json` on a checkpoint in a subprocess that any network access fails; its report."""
+    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(model),
+                           "--size", "64", "--steps", "1", "--seed", "1", *flags, "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
 SDXL_MEMORY = 16 * 2**30  # writing peaks at 15 GB, generating in bf16 at 14 GB (fp32: 19 GB)
 
 
@@ -53,12 +62,7 @@ def test_a_full_size_sdxl_base_file_generates_offline(tmp_path):
         keys = set(f.keys())
     assert {"model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.1.model.text_projection",
             "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"} <= keys
-    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(path),
-                           "--size", "64", "--steps", "1", "--seed", "1", "--precision", "bf16", "--out", str(tmp_path / "out"),
-                           "--json"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
+    report = generate_offline(path, tmp_path / "out", "--precision", "bf16")
     assert report["model"]["kind"] == "SDXL" and Image.open(report["images"][0]["path"]).size == (64, 64)
     path.unlink()  # 7 GB
 
@@ -76,12 +80,7 @@ def test_shipped_clip_tokenizer_gives_the_known_ids():
 
 
 def test_a_full_size_sd15_file_generates_offline(sd15_file, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(sd15_file),
-                           "--size", "64", "--steps", "1", "--seed", "1", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
+    report = generate_offline(sd15_file, tmp_path / "out")
     assert report["model"]["kind"] == "SD 1.x" and Path(report["images"][0]["path"]).is_file()
 
 
@@ -94,13 +93,7 @@ def sd2_v_file(tmp_path_factory) -> Path:
 
 
 def test_a_full_size_sd2_768_v_file_generates_offline(sd2_v_file, tmp_path):
-
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", NO_NETWORK, "generate", "a photo of a cat", "--model", str(sd2_v_file),
-                           "--size", "64", "--steps", "1", "--seed", "1", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=os.environ.copy())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
+    report = generate_offline(sd2_v_file, tmp_path / "out")
     assert report["model"]["kind"] == "SD 2.x (768, v)" and Path(report["images"][0]["path"]).is_file()
     pipe = checkpoints.load_single_file(sd2_v_file, torch.float16)
     assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.unet.config.upcast_attention
