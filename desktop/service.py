@@ -173,7 +173,7 @@ class GenerationService:
         for cell in grid.cells(base, x, y, z):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled()
-            job = self.run(self.accept(cell.request), cancel=cancel, out_dir=out_dir)
+            job = self.run(cell.request.validated().with_seed(), cancel=cancel, out_dir=out_dir)  # history: the base only
             made.append((cell, job))
             if on_cell is not None:
                 on_cell(cell, job)

@@ -77,6 +77,7 @@ def test_a_grid_keeps_each_cell_in_the_gallery_and_records_its_axes(tiny_model, 
         x, y = grid.parse_axis("steps=1,2"), grid.parse_axis('sampler=Euler,"DPM++ 2M"')
         result = service.run_grid(GenerationRequest("a red circle", seed=11, width=64, height=64), x, y)
         assert gallery.count() == 5  # four cells and the grid
+        assert [(e.prompt, e.use_count) for e in gallery.history()] == [("a red circle", 1)]  # the plot, not each cell
         assert [cell.request.steps for cell, _ in result.cells] == [1, 2, 1, 2]
         assert {job.saved[0].request.seed for _, job in result.cells} == {11}
         record = json.loads(Image.open(result.grid.path).text["latent_studio"])

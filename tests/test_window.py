@@ -18,7 +18,7 @@ from desktop.engine.request import GenerationRequest
 from desktop.gallery.jobs import JobQueue
 from desktop.gallery.store import open_gallery
 from desktop.settings import Settings, load_settings, save_settings
-from desktop.ui.mask_canvas import to_pil
+from desktop.ui.qt_images import to_pil
 
 JOB_TIMEOUT_MS = 120_000
 

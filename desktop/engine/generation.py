@@ -148,8 +148,11 @@ class Engine:
         if current and current.info.path == info.path and current.placement == placement and current.offload == offload:
             self._apply_attention_options(current)
             return current
+        tiny = tiny_vae.choose(self.registry.tiny_autoencoders(), info)
+        if self.options.fast_decode == "require" and tiny is None:
+            raise LatentStudioError(tiny_vae.missing_message(info))  # before the model loads for nothing
         self.unload()
-        self._loaded = self._load(info, placement, offload)
+        self._loaded = self._load(info, placement, tiny, offload)
         return self._loaded
 
     def unload(self) -> None:
@@ -158,7 +161,7 @@ class Engine:
             self._loaded = None
             release_memory(device)
 
-    def _load(self, info: ModelInfo, placement: Placement, offload: bool = False) -> LoadedModel:
+    def _load(self, info: ModelInfo, placement: Placement, tiny: ModelInfo | None, offload: bool) -> LoadedModel:
         import torch
 
         start = time.perf_counter()
@@ -181,7 +184,7 @@ class Engine:
                 _time_module(module, clock)
         fast = fewstep.recognise(info.path)
         loaded = LoadedModel(
-            tiny=tiny_vae.choose(self.registry.tiny_autoencoders(), info),
+            tiny=tiny,
             offload=offload,
             info=info,
             placement=placement,
@@ -229,9 +232,12 @@ class Engine:
         """Fill every value left open from the model's defaults (a few-step model's own, when it is one;
         stored app defaults win); a random seed when none was given. An edit's size is its result's
         (see editing.py) and its strength is made explicit."""
+        return self._resolve(request, loaded, inputs, self.few_step(loaded, request))
+
+    def _resolve(self, request: GenerationRequest, loaded: LoadedModel, inputs: dict | None,
+                 fast: FewStep | None) -> GenerationRequest:
         d = loaded.defaults
-        fast = None if has_stored_defaults(loaded.info) else self.few_step(loaded, request)
-        if fast is not None:
+        if fast is not None and not has_stored_defaults(loaded.info):
             d = dataclasses.replace(d, steps=fast.steps, guidance=fast.guidance, scheduler=fast.scheduler)
         scheduler = request.scheduler or d.scheduler or schedulers.name_of_config(loaded.base_scheduler_config)
         req = request.with_seed().replace(
@@ -255,18 +261,16 @@ class Engine:
         info = self.registry.resolve(request.model if request.model is not None else self.default_model)
         info, notes = for_task(info, request)
         check_task(info, request)
-        if self.options.fast_decode == "require" and tiny_vae.choose(self.registry.tiny_autoencoders(), info) is None:
-            raise LatentStudioError(tiny_vae.missing_message(info))  # before the model loads for nothing
         was_loaded = self._loaded
         loaded = self.load_model(info)
         load_seconds = loaded.load_seconds if loaded is not was_loaded else 0.0
         if cancel.is_set():  # cancelled while the model loaded
             raise GenerationCancelled()
-        req = self.resolve(request, loaded, inputs)
+        fast = self.few_step(loaded, request)  # reads the prompt's LoRA headers once
+        req = self._resolve(request, loaded, inputs, fast)
         pipe = loaded.pipe
         applied = self._apply_loras(loaded, req)
         embeddings = self._load_embeddings(loaded, req)
-        fast = self.few_step(loaded, req)
         pipe.scheduler = schedulers.build(req.scheduler, {**loaded.base_scheduler_config,
                                                           **(fast.scheduler_overrides() if fast else {})})
         if fast is not None and request.steps is None and not has_stored_defaults(loaded.info):
@@ -319,6 +323,8 @@ class Engine:
                 raise
             warnings.append(f"Fast decode is on, but {exc} Decoded with the model's VAE.")
             return None
+        if decoder is None and self.options.fast_decode == "require":
+            raise LatentStudioError(tiny_vae.missing_message(loaded.info))
         if decoder is None and self.options.fast_decode == "prefer":
             warnings.append(f"Fast decode is on, but no tiny autoencoder serves {loaded.info.name}: decoded with its VAE.")
         return decoder

@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGroupBox, Q
 
 from desktop.engine import editing
 from desktop.engine.request import DEFAULT_STRENGTH, MAX_MASK_BLUR, MAX_MASK_PADDING, Edit
-from desktop.ui.mask_canvas import MaskCanvas, from_pil, to_pil
+from desktop.ui.mask_canvas import MaskCanvas
+from desktop.ui.qt_images import from_pil, to_pil
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 KIND_NAMES = {"img2img": "Image to image", "inpaint": "Inpainting: repaints the masked area",

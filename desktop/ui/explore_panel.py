@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QFileDialog, QGridLayout, QHBoxLayout, QLabel, QP
                                QWidget)
 
 from desktop.ui.image_view import ImageView
-from desktop.ui.mask_canvas import from_pil
+from desktop.ui.qt_images import from_pil
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
 DEBOUNCE_MS = 60
@@ -99,7 +99,7 @@ class ExplorePanel(QWidget):
         super().__init__()
         self.tasks, self.registry = tasks, registry
         self.model_ref: str | None = None
-        self._processes: dict = {}  # model path -> ForwardProcess, loaded once
+        self._loaded: tuple | None = None  # (model path, ForwardProcess): one model's VAE kept, not every one tried
         self._subject = None  # (ForwardProcess, x0, noise) of the image on show
         self._epoch = 0  # bumped by each new image or model: older results are dropped
         self._busy, self._wanted = False, None
@@ -190,8 +190,9 @@ class ExplorePanel(QWidget):
 
         def work():
             info = registry.resolve(ref)
-            process = self._processes.get(info.path) or explain.ForwardProcess.load(info)
-            self._processes = {info.path: process}  # one model's VAE kept, not every one tried
+            loaded = self._loaded
+            process = loaded[1] if loaded and loaded[0] == info.path else explain.ForwardProcess.load(info)
+            self._loaded = (info.path, process)
             image = explain.model_input(open_image(self._path, "image"), _native(info))
             x0 = process.encode(image)
             return info, process, x0, image.size, model_scheduler_config(info)

@@ -16,7 +16,7 @@ from desktop import APP_NAME, paths
 from desktop.engine.request import GenerationRequest
 from desktop.errors import LatentStudioError
 from desktop.settings import Settings, load_settings, save_settings
-from desktop.ui.mask_canvas import from_pil
+from desktop.ui.qt_images import from_pil
 from desktop.ui.worker import JobDone, StepProgress, WorkItem
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         sampling = lambda *_: self.explore.set_sampling(panel.scheduler.currentText(), panel.steps.value())  # noqa: E731
         panel.scheduler.currentTextChanged.connect(sampling)
         panel.steps.valueChanged.connect(sampling)
+        sampling()
         self.explore.error.connect(self.show_error)
         self.timeline.picked.connect(lambda image: (self.stage.setCurrentWidget(self.preview), self.preview.set_image(image)))
         self.timeline.error.connect(self.show_error)
@@ -296,7 +297,6 @@ class MainWindow(QMainWindow):
     def explore_image(self, record) -> None:
         panel = self.prompt_panel
         self.explore.set_model(panel.model_ref())
-        self.explore.sampling = (panel.scheduler.currentText(), panel.steps.value())
         self.explore.load_file(record.path)
         self.tabs.setCurrentWidget(self.explore)
 

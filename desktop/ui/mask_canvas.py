@@ -11,6 +11,8 @@ from PySide6.QtCore import QMargins, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from desktop.ui.qt_images import to_pil
+
 OVERLAY = QColor(255, 40, 80)
 
 
@@ -133,23 +135,3 @@ class MaskCanvas(QWidget):
         target = self.image_rect()
         scale = self.image.width() / max(1.0, target.width())
         return QPointF((position.x() - target.x()) * scale, (position.y() - target.y()) * scale)
-
-
-def to_pil(image: QImage):
-    """A QImage as a PIL image: Grayscale8 as L, anything else as RGB."""
-    from PIL import Image
-
-    grey = image.format() == QImage.Format.Format_Grayscale8
-    image = image if grey else image.convertToFormat(QImage.Format.Format_RGB888)
-    mode = "L" if grey else "RGB"
-    return Image.frombuffer(mode, (image.width(), image.height()), bytes(image.constBits()), "raw", mode,
-                            image.bytesPerLine(), 1).copy()
-
-
-def from_pil(image) -> QImage:
-    """A PIL image as a QImage (L stays grey; everything else becomes RGB)."""
-    grey = image.mode == "L"
-    image = image if grey else image.convert("RGB")
-    data = image.tobytes()
-    fmt = QImage.Format.Format_Grayscale8 if grey else QImage.Format.Format_RGB888
-    return QImage(data, image.width, image.height, image.width * (1 if grey else 3), fmt).copy()

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
-from desktop.ui.mask_canvas import to_pil
+from desktop.ui.qt_images import to_pil
 
 VIEWS = ("Predicted image (x̂₀)", "Noisy latent (x_t)")
 

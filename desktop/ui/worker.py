@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
 from desktop.engine.request import GenerationRequest
+from desktop.ui.qt_images import from_pil
 
 log = logging.getLogger(__name__)
 _stuck_threads: list = []  # threads that did not stop in time: kept alive, never destroyed while running
@@ -53,13 +54,6 @@ class JobDone:
     last_image: QImage  # the last image made, so the window need not read the file back
 
 
-def to_qimage(image) -> QImage:
-    """A PIL image as a QImage that owns its pixels (safe to send to another thread)."""
-    rgb = image.convert("RGB")
-    data = rgb.tobytes()
-    return QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
-
-
 class GenerationWorker(QObject):
     # Each signal names the WorkItem itself, so a late report of an ended job is never taken for
     # a later job with the same id (ids repeat across galleries).
@@ -89,7 +83,7 @@ class GenerationWorker(QObject):
                 result = service.run(item.request, on_step=self._reporter(item), cancel=item.cancel)
             else:
                 result = self._run_grid(service, item)
-            self.finished.emit(JobDone(item, result, to_qimage(result.saved[-1].image)))
+            self.finished.emit(JobDone(item, result, from_pil(result.saved[-1].image)))
         except GenerationCancelled:
             self.cancelled.emit(item)
         except LatentStudioError as exc:
@@ -128,7 +122,7 @@ class GenerationWorker(QObject):
         def on_cell(_cell, job) -> None:
             made.append(job)
             left = (time.monotonic() - started) / len(made) * (total - len(made))
-            image = to_qimage(job.saved[0].image)
+            image = from_pil(job.saved[0].image)
             self.progress.emit(StepProgress(item, len(made), total, left, image, image, cell=job.saved[0]))
 
         return service.run_grid(item.request, *axes, cancel=item.cancel, on_cell=on_cell)
@@ -139,8 +133,8 @@ class GenerationWorker(QObject):
         def on_step(step: int, total: int, preview) -> None:
             elapsed = time.monotonic() - started
             left = elapsed / step * (total - step) if step else 0.0
-            noisy = to_qimage(preview.noisy)
-            clean = to_qimage(preview.clean) if preview.clean is not None else noisy
+            noisy = from_pil(preview.noisy)
+            clean = from_pil(preview.clean) if preview.clean is not None else noisy
             self.progress.emit(StepProgress(item, step, total, left, clean, noisy))
 
         return on_step
