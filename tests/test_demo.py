@@ -211,3 +211,24 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     assert np.array_equal(far, np.asarray(init)[60:, 60:])  # outside the mask and its blur band: the original
     plain = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1))
     assert plain.model.name == "shapes" and not plain.warnings
+
+
+def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():
+    import torch
+
+    from desktop.demo import finetune
+    from desktop.demo.train import images_tensor
+    from test_shipped_model import SHIPPED
+
+    vae = finetune.load_components(SHIPPED)[0].eval()
+    with torch.no_grad():
+        latents = vae.encode(images_tensor([1, 2])).latent_dist.mean
+        split = finetune._decoder_tail(vae, finetune._decoder_head(vae, latents))
+        assert torch.allclose(split, vae.decode(latents).sample, atol=1e-5)  # head + tail is the whole decoder
+    before = {name: value.clone() for name, value in vae.state_dict().items()}
+    cfg = dataclasses.replace(finetune.FINETUNE_PRESETS["quick"], tail_steps=3, tail_pool=4, tail_batch=2)
+    losses = finetune.finetune_decoder_tail(vae, cfg, report=lambda line: None)
+    changed = {name for name, value in vae.state_dict().items() if not torch.equal(value, before[name])}
+    assert len(losses) == 3 and changed
+    assert all(name.startswith(("decoder.up_blocks.3.", "decoder.conv_norm_out.", "decoder.conv_out.")) for name in changed)
+    assert not vae.training and not any(p.requires_grad for p in vae.parameters())

@@ -23,7 +23,7 @@ from typing import Callable
 from desktop.demo import architecture
 from desktop.demo.export import FRAME, FRAME_WEIGHT  # pixels of the border the decoder's loss weighs up
 from desktop.demo.render import render
-from desktop.demo.train import EMA, Checkpoints, _lr_lambda, images_tensor
+from desktop.demo.train import EMA, Checkpoints, _lr_lambda, denoising_loss, images_tensor
 
 
 
@@ -35,6 +35,10 @@ class FinetuneConfig:
     decoder_lr: float = 2e-4
     corner_steps: int = 300  # a second decoder pass with the corners weighted up too
     corner_weight: float = 60.0
+    tail_steps: int = 3000  # a third pass: the decoder's last block alone, on cached inputs, corners weighted up
+    tail_pool: int = 1024
+    tail_batch: int = 16
+    tail_lr: float = 5e-4
     pool: int = 20_000
     unet_steps: int = 2000
     unet_batch: int = 32
@@ -52,7 +56,8 @@ class FinetuneConfig:
 FINETUNE_PRESETS = {
     "full": FinetuneConfig(),
     "quick": FinetuneConfig(decoder_steps=10, decoder_batch=2, pool=128, unet_steps=20, unet_batch=8, warmup=5,
-                            inpaint_pool=64, inpaint_steps=10, checkpoint_every=10),
+                            inpaint_pool=64, inpaint_steps=10, checkpoint_every=10, tail_steps=5, tail_pool=8,
+                            tail_batch=4),
 }
 
 
@@ -134,8 +139,7 @@ def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None], co
         x = images_tensor([seeds.randrange(2**62) for _ in range(cfg.decoder_batch)])
         with torch.no_grad():
             latents = vae.encode(x).latent_dist.mean
-        diff = vae.decode(latents).sample - x
-        loss = ((diff ** 2 + 0.5 * diff.abs()) * weights).mean()
+        loss = decoder_loss(vae.decode(latents).sample - x, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -144,6 +148,64 @@ def finetune_decoder(vae, cfg: FinetuneConfig, report: Callable[[str], None], co
         if step % 100 == 0 or step == steps - 1:
             report(f"decoder{' corners' * corners} step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     vae.requires_grad_(False)
+    return losses
+
+
+def decoder_loss(diff, weights):
+    return ((diff ** 2 + 0.5 * diff.abs()) * weights).mean()
+
+
+def _decoder_head(vae, latents):
+    """The decoder up to its last block: what the tail pass keeps fixed (and so computes once)."""
+    decoder = vae.decoder
+    sample = decoder.mid_block(decoder.conv_in(vae.post_quant_conv(latents)), None)
+    for block in decoder.up_blocks[:-1]:
+        sample = block(sample, None)
+    return sample
+
+
+def _decoder_tail(vae, sample):
+    decoder = vae.decoder
+    sample = decoder.up_blocks[-1](sample, None)
+    return decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(sample)))
+
+
+def finetune_decoder_tail(vae, cfg: FinetuneConfig, report: Callable[[str], None]) -> list[float]:
+    """The corner pixels, where every 3x3 conv of the decoder sees zero padding on two sides, stayed
+    off-colour after the whole-decoder passes. The last block and output conv are what draw them: this
+    pass trains those alone, many more steps for the same time, on the cached output of the rest."""
+    import torch
+
+    torch.manual_seed(cfg.seed + 2)
+    rng = random.Random(cfg.seed + 2)
+    vae.requires_grad_(False)
+    seeds = [rng.randrange(2**62) for _ in range(cfg.tail_pool)]
+    inputs, images = [], []
+    with torch.no_grad():
+        for start in range(0, cfg.tail_pool, 64):
+            x = images_tensor(seeds[start : start + 64])
+            images.append(x)
+            inputs.append(_decoder_head(vae, vae.encode(x).latent_dist.mean))
+    inputs, images = torch.cat(inputs), torch.cat(images)
+    decoder = vae.decoder
+    trainable = [p for m in (decoder.up_blocks[-1], decoder.conv_norm_out, decoder.conv_out) for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=cfg.tail_lr, weight_decay=0.0)
+    weights = frame_weights(architecture.IMAGE_SIZE, cfg.corner_weight)
+    losses = []
+    decoder.train()
+    for step in range(cfg.tail_steps):
+        picks = [rng.randrange(cfg.tail_pool) for _ in range(cfg.tail_batch)]
+        loss = decoder_loss(_decoder_tail(vae, inputs[picks]) - images[picks], weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 500 == 0 or step == cfg.tail_steps - 1:
+            report(f"decoder tail step {step + 1}/{cfg.tail_steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
+    vae.eval().requires_grad_(False)
     return losses
 
 
@@ -263,7 +325,6 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None).
     """
     import torch
-    import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
     alphas = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
@@ -291,12 +352,7 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     started = time.monotonic()
     for step in range(first, steps):
         x0, ids, extra = batch(rng)
-        noise = torch.randn_like(x0) + cfg.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1)
-        t = torch.randint(0, len(alphas), (x0.shape[0],))
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
-        loss = F.mse_loss(unet(inputs, t, text_encoder(ids)[0]).sample, noise)
+        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -334,10 +390,13 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     make_posterior_deterministic(vae)
     before = frame_error(vae)
     decoder_losses = []
-    for name, corners in (("decoder", False), ("corners", True)):
+    passes = {"decoder": lambda: finetune_decoder(vae, cfg, report),
+              "corners": lambda: finetune_decoder(vae, cfg, report, corners=True),
+              "tail": lambda: finetune_decoder_tail(vae, cfg, report)}
+    for name, run_pass in passes.items():
         saved = checkpoints.load(name)
         if saved is None:
-            decoder_losses += finetune_decoder(vae, cfg, report, corners)
+            decoder_losses += run_pass()
             checkpoints.save(name, {"vae": vae.state_dict(), "losses": decoder_losses})
         else:
             vae.load_state_dict(saved["vae"])

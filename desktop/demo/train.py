@@ -205,10 +205,23 @@ def encode_pool(vae, cfg: TrainConfig, device: str):
     return latents * scaling, captions
 
 
+def denoising_loss(unet, text_encoder, x0, ids, alphas, offset_noise: float, extra=None):
+    """The ε-prediction loss at uniform timesteps, with offset noise; `extra`: more UNet input channels
+    (the inpainting UNet's mask and masked-image latents)."""
+    import torch
+    import torch.nn.functional as F
+
+    noise = torch.randn_like(x0) + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, device=x0.device)
+    t = torch.randint(0, len(alphas), (x0.shape[0],), device=x0.device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
+    return F.mse_loss(unet(inputs, t, text_encoder(ids)[0]).sample, noise)
+
+
 def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callable[[str], None],
                    deadline: float | None, checkpoints: Checkpoints):
     import torch
-    import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
     latents, captions = encode_pool(vae, cfg, device)
@@ -254,12 +267,7 @@ def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callab
         x0 = latents[picks]
         texts = ["" if rng.random() < cfg.empty_caption else captions[i] for i in picks]
         ids = torch.stack([ids_of[t] for t in texts]).to(device)
-        noise = torch.randn_like(x0) + cfg.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, device=device)
-        t = torch.randint(0, len(alphas), (x0.shape[0],), device=device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(noisy, t, text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

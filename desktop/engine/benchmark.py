@@ -19,6 +19,8 @@ Parts:
              seconds of each, the speedup, and TAESD's decode against the VAE's
   lowmem     SDXL's VAE (random weights) decoding a 1024² image whole and in tiles: seconds and
              peak memory of each; on CUDA/MPS also a whole SDXL image with models offloaded or not
+  compile    the fast part's UNet step (SD 2.1-base, 512², CFG off) eager against torch.compile: the
+             compile's own seconds, the step after it, and how many steps it takes to pay back
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 RANDOM_SD15 = "sd15-random"
 RANDOM_SD21 = "sd21-base-random"  # SD-Turbo's architecture
 RANDOM_TAESD = "taesd-random"
-PARTS = ("overhead", "slicing", "precision", "edit", "lora", "fast", "lowmem")
+PARTS = ("overhead", "slicing", "precision", "edit", "lora", "fast", "lowmem", "compile")
 RANDOM_SDXL = "sdxl-random"
 FAST_SIZE = 512
 PROMPT = "a red circle on a blue background"
@@ -417,6 +419,37 @@ def worker_fast_app(spec: dict) -> dict:
                         result.placement.device, result.placement.precision, result.decoder or "VAE")
 
 
+def worker_compile(spec: dict) -> dict:
+    """One UNet step at the fast part's settings, eager or through torch.compile (inductor): the first
+    call (for compile: the compile itself) and the best of the next calls, in this process alone."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(spec["model"], safety_checker=None, requires_safety_checker=False)
+    unet = torch.compile(pipe.unet) if spec["compiled"] else pipe.unet
+    with torch.inference_mode():
+        embeds = pipe.encode_prompt(PROMPT, "cpu", 1, False)[0]
+        latents = torch.randn(1, 4, spec["size"] // 8, spec["size"] // 8, generator=torch.Generator().manual_seed(0))
+        step = lambda: unet(latents, torch.tensor(999), encoder_hidden_states=embeds).sample  # noqa: E731
+        _, first = _timed(step)
+        steady = min(_timed(step)[1] for _ in range(spec["repeats"]))
+    return {"first_s": first, "step_s": steady, "threads": torch.get_num_threads()}
+
+
+def run_compile(repeats: int) -> dict:
+    """Eager and compiled, each in its own process; whether compiling pays, and after how many steps."""
+    spec = {"model": str(random_folder(RANDOM_SD21, "sd2-512")), "size": FAST_SIZE, "repeats": max(2, repeats)}
+    eager = _run_worker("compile", {**spec, "compiled": False, "label": f"UNet step at {FAST_SIZE}, eager"})
+    compiled = _run_worker("compile", {**spec, "compiled": True, "label": f"UNet step at {FAST_SIZE}, torch.compile"})
+    if "error" in eager or "error" in compiled:
+        return {"eager": eager, "compiled": compiled}
+    saved = eager["step_s"] - compiled["step_s"]
+    return {"eager": eager, "compiled": compiled, "speedup": eager["step_s"] / compiled["step_s"],
+            "compile_s": compiled["first_s"] - compiled["step_s"],
+            "pays_back_after_steps": (compiled["first_s"] - compiled["step_s"]) / saved if saved > 0 else None,
+            "cpu": cpu_name()}
+
+
 def worker_vae_tiling(spec: dict) -> dict:
     """SDXL's VAE decoding a 1024² latent, whole or in tiles, as low memory decodes above native size."""
     from types import SimpleNamespace
@@ -534,7 +567,7 @@ def bf16_native() -> bool:
 
 WORKERS = {"variant": worker_variant, "overhead": worker_overhead, "edit": worker_edit, "upscale": worker_upscale,
            "lora": worker_lora, "fast_baseline": worker_fast_baseline, "fast_app": worker_fast_app,
-           "vae_tiling": worker_vae_tiling, "offload": worker_offload}
+           "vae_tiling": worker_vae_tiling, "offload": worker_offload, "compile": worker_compile}
 
 
 def _run_worker(kind: str, spec: dict) -> dict:
@@ -609,6 +642,8 @@ def run(args) -> int:
         results["fast"] = run_fast()
     if "lowmem" in parts:
         results["lowmem"] = run_lowmem(args.device)
+    if "compile" in parts:
+        results["compile"] = run_compile(args.repeats)
 
     print(format_table(results))
     out = args.out or Path("bench-results") / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -663,7 +698,22 @@ def format_table(results: dict) -> str:
             what = f"VAE decode, tiled {row['tiled']}" if "tiled" in row else f"whole image, low memory {row['low_memory']}"
             lines.append(f"  {what}: failed: {row['error']}" if "error" in row else
                          f"  {what}: {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB")
+    if "compile" in results:
+        lines += ["", *_compile_lines(results["compile"])]
     return "\n".join(lines)
+
+
+def _compile_lines(c: dict) -> list[str]:
+    lines = [f"torch.compile: one UNet step, SD 2.1-base architecture at {FAST_SIZE}x{FAST_SIZE}, CFG off"]
+    for key in ("eager", "compiled"):
+        row = c[key]
+        lines.append(f"  {key:>8}: failed: {row['error']}" if "error" in row else
+                     f"  {key:>8}: first call {row['first_s']:.1f} s, then {row['step_s']:.2f} s per step")
+    if "speedup" in c:
+        pays = c["pays_back_after_steps"]
+        lines.append(f"  compiled steps {c['speedup']:.2f}x as fast; the compile takes {c['compile_s']:.0f} s and "
+                     + (f"pays back after {pays:.0f} steps" if pays is not None else "never pays back") + f"; {c['cpu']}")
+    return lines
 
 
 def _fast_lines(f: dict) -> list[str]:
