@@ -38,7 +38,7 @@ class FinetuneConfig:
     tail_steps: int = 3000  # a third pass: the decoder's last block alone, on cached inputs, corners weighted up
     tail_pool: int = 1024
     tail_batch: int = 16
-    tail_lr: float = 5e-4
+    tail_lr: float = 1e-3
     pool: int = 20_000
     unet_steps: int = 2000
     unet_batch: int = 32
