@@ -170,9 +170,9 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    passes: {cg.get('decoder_steps', '?')} steps of batch {cg.get('decoder_batch', '?')} with the outermost {FRAME} pixels weighted ×{FRAME_WEIGHT:.0f}, then
    {cg.get('corner_steps', '?')} steps with the 3×3 corners weighted ×{cg.get('corner_weight', 0):.0f} as well. Zero padding, on two sides
    at a corner, had taught it a light line along the edges and off-colour corner pixels. A third pass
-   trained the decoder's last block and output conv alone ({cg.get('tail_steps', '?')} steps of batch {cg.get('tail_batch', '?')}, same weights), on the
-   rest's output cached for {cg.get('tail_pool', 0):,} images: they draw the corner pixels, and alone they train many
-   times faster. Round-trip
+   trained the decoder's last block and output conv alone ({cg.get('tail_steps', '?')} steps of batch {cg.get('tail_batch', '?')}, lr {cg.get('tail_lr', '?')}
+   decayed to zero over the last quarter, the 3×3 corners weighted ×{cg.get('tail_corner_weight', 0):.0f}), on the rest's output cached
+   for {cg.get('tail_pool', 0):,} images: they draw the corner pixels, and alone they train many times faster. Round-trip
    error (0–255): outermost ring {fb.get('frame', float('nan')):.1f} → {fa.get('frame', float('nan')):.1f}, the four corner pixels {fb.get('corners', float('nan')):.1f} → {fa.get('corners', float('nan')):.1f},
    inside the image {fb.get('inside', float('nan')):.1f} → {fa.get('inside', float('nan')):.1f}.
 3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding

