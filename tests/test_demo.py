@@ -232,3 +232,52 @@ def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():
     assert len(losses) == 3 and changed
     assert all(name.startswith(("decoder.up_blocks.3.", "decoder.conv_norm_out.", "decoder.conv_out.")) for name in changed)
     assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+
+
+def test_the_size_and_position_words_get_directions_of_their_own():
+    import torch
+
+    from desktop.demo import finetune
+    from test_shipped_model import SHIPPED
+
+    _, text_encoder, tokenizer, _ = finetune.load_components(SHIPPED)
+    vocab = tokenizer.get_vocab()
+    row = {word: vocab[f"{word}</w>"] for word in domain.vocabulary()}
+    table = text_encoder.get_input_embeddings().weight.detach()
+    before = table.detach().clone()
+
+    finetune.separate_words(text_encoder, tokenizer, seed=1)
+    words = [row[w] for w in finetune.NEW_WORDS]
+    assert torch.equal(table[row["middle"]], table[row["center"]]) and torch.equal(table[row["an"]], table[row["a"]])
+    untouched = [i for i in range(len(table)) if i not in words and i not in (row["middle"], row["an"])]
+    assert torch.equal(table[untouched], before[untouched])  # colours, shapes and the rest as they were
+    colour_length = float(before[[row[c] for c in domain.COLOURS]].norm(dim=1).mean())
+    assert torch.allclose(table[words].norm(dim=1), torch.full((len(words),), colour_length), rtol=1e-4)
+    cosines = torch.nn.functional.cosine_similarity(table[words][:, None], table[words][None], dim=2)
+    assert float(cosines[~torch.eye(len(words), dtype=bool)].abs().max()) < 0.5  # no two alike
+    assert finetune.names_position(domain.caption("red", "circle", "blue", "small", "top left")) and finetune.names_position("a red circle on the left on a blue background")
+    assert not finetune.names_position(domain.caption("red", "circle", "blue", "large"))
+
+
+def test_the_high_t_half_of_a_batch_is_drawn_from_the_top_of_the_schedule():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from desktop.demo import architecture, finetune
+    from desktop.demo.train import denoising_loss
+    from test_shipped_model import SHIPPED
+
+    _, text_encoder, tokenizer, unet = finetune.load_components(SHIPPED)
+    alphas = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    seen = []
+    unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    ids = tokenizer(["a red circle on a blue background"] * 8, padding="max_length",
+                    max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    x0 = torch.randn(8, 4, 16, 16)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain = denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05)
+        torch.manual_seed(0)
+        weighted = denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05, high_t=(900, 1.0))
+    assert bool((seen[1][4:] >= 900).all()) and torch.equal(seen[1][:4], seen[0][:4])
+    assert weighted > plain  # at t >= 900 the clean image's error is the ε error times 1/SNR > 100

@@ -69,8 +69,8 @@ PLACED = [("small", "red", "circle", "top left", "blue", 21), ("large", "green",
           ("large", "white", "circle", "center", "black", 25), ("small", "orange", "square", "top", "green", 26)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the second edition has not learned sizes and positions yet "
-                                        "(26.4 % / 13.1 % in the model card); this test says when it has")
+@pytest.mark.xfail(strict=True, reason="issue 16: the second edition follows sizes (91.7 %) but not positions yet "
+                                        "(14.8 % in the model card); this test says when it does")
 def test_it_draws_the_size_and_position_it_is_asked_for(engine):
     from desktop.demo.domain import caption
 

@@ -9,11 +9,14 @@ Each stage keeps the latent space of the first edition (its encoder is frozen), 
    lines along the border that zero padding taught it;
 3. the tokenizer gains the size and position words, the text encoder one embedding each, and UNet and
    text encoder learn the new captions;
-4. a copy of that UNet with 9 input channels (latents, mask, masked-image latents) learns to inpaint.
+4. a copy of that UNet with 9 input channels (latents, mask, masked-image latents) learns to inpaint;
+5. the size and position words get embeddings of their own and the base model learns them where the
+   layout is decided (high t, weighed as image error); the sibling keeps stage 3's text encoder.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from desktop.demo import architecture
+from desktop.demo.domain import COLOURS, POSITIONS, position_phrases
 from desktop.demo.export import FRAME, FRAME_WEIGHT  # pixels of the border the decoder's loss weighs up
 from desktop.demo.render import render
 from desktop.demo.train import EMA, Checkpoints, _lr_lambda, denoising_loss, images_tensor
@@ -51,6 +55,12 @@ class FinetuneConfig:
     inpaint_pool: int = 6000
     inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
+    words_steps: int = 2000  # stage 5: the size and position words
+    words_lr: float = 3e-4  # UNet
+    words_text_lr: float = 1e-3  # text encoder
+    words_embedding_lr: float = 3e-3  # its word embeddings
+    words_high_t: int = 700  # half of each batch at t >= this, from captions naming a position
+    words_x0_scale: float = 20.0  # that half's loss is the clean image's error / this
     checkpoint_every: int = 250
 
 
@@ -58,7 +68,7 @@ FINETUNE_PRESETS = {
     "full": FinetuneConfig(),
     "quick": FinetuneConfig(decoder_steps=10, decoder_batch=2, pool=128, unet_steps=20, unet_batch=8, warmup=5,
                             inpaint_pool=64, inpaint_steps=10, checkpoint_every=10, tail_steps=5, tail_pool=8,
-                            tail_batch=4),
+                            tail_batch=4, words_steps=10),
 }
 
 
@@ -71,6 +81,7 @@ class Edition:
     tokenizer: object
     config: FinetuneConfig
     history: dict
+    inpaint_text_encoder: object = None  # the sibling's, when the base model's moved on after it was trained
 
 
 def load_components(folder: Path):
@@ -232,6 +243,33 @@ def extend_vocabulary(text_encoder, old_tokenizer, new_tokenizer) -> None:
         setattr(text_encoder.config, name, getattr(new_tokenizer, name))
 
 
+NEW_WORDS = ("small", "large", "top", "bottom", "left", "right", "center")
+SYNONYMS = {"middle": "center", "an": "a"}
+
+
+def separate_words(text_encoder, tokenizer, seed: int) -> None:
+    """Give each size and position word a direction of its own, as long as a colour word's; synonyms
+    share one. Started at the average word, they stayed almost alike: after stage 3 the encoder's
+    outputs for 'in the top left' and 'in the bottom right' differed by 0.9, for two colours by 21."""
+    import torch
+
+    table = text_encoder.get_input_embeddings().weight
+    vocab = tokenizer.get_vocab()
+    row = {word: vocab[f"{word}</w>"] for word in (*NEW_WORDS, *SYNONYMS, *SYNONYMS.values(), *COLOURS)}
+    length = table[[row[c] for c in COLOURS]].norm(dim=1).mean()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for word in NEW_WORDS:
+            direction = torch.randn(table.shape[1], generator=generator)
+            table[row[word]] = length * direction / direction.norm()
+        for word, same in SYNONYMS.items():
+            table[row[word]] = table[row[same]]
+
+
+def names_position(text: str) -> bool:
+    return any(phrase in text for place in POSITIONS for phrase in position_phrases(place))
+
+
 def encode(vae, images):
     import torch
 
@@ -323,10 +361,12 @@ def nine_channel_unet(unet):
 
 
 def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: FinetuneConfig, name: str,
-        checkpoints: Checkpoints, report: Callable[[str], None], train_text: bool = True):
+        checkpoints: Checkpoints, report: Callable[[str], None], train_text: bool = True,
+        groups: list[dict] | None = None, high_t: tuple[int, float] | None = None):
     """The denoising loss on batches from `batch(rng)`; returns the EMA copies, the losses and the seconds.
 
-    `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None).
+    `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None); `groups`: optimizer
+    parameter groups with their own rates; `high_t`: see `denoising_loss`.
     """
     import torch
     from diffusers import DDPMScheduler
@@ -336,7 +376,7 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train().requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(groups or params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
     ema = EMA(modules, cfg.ema_decay)
     rng, losses, first, before = random.Random(cfg.seed + sum(map(ord, name))), [], 0, 0.0
@@ -356,7 +396,7 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     started = time.monotonic()
     for step in range(first, steps):
         x0, ids, extra = batch(rng)
-        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra)
+        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra, high_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -366,7 +406,7 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
         losses.append(loss.item())
         if step % 250 == 0 or step == steps - 1:
             report(f"{name} step {step + 1}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
             checkpoints.save(name, {
                 "step": step + 1, "modules": [m.state_dict() for m in modules], "ema": [s.state_dict() for s in ema.shadow],
                 "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.getstate(),
@@ -413,13 +453,16 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
 
     tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
     extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
-    latents, captions, _, _ = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
+    pool, captions, _, _ = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
     ids_of = token_ids(tokenizer, captions)
+    placed = [i for i, text in enumerate(captions) if names_position(text)] or list(range(len(captions)))
 
-    def caption_batch(rng):
+    def caption_batch(rng, placed_half: bool = False):
         picks = [rng.randrange(len(captions)) for _ in range(cfg.unet_batch)]
+        if placed_half:  # the half `high_t` trains at the top of the schedule: captions naming a position
+            picks[cfg.unet_batch // 2 :] = [rng.choice(placed) for _ in range(cfg.unet_batch - cfg.unet_batch // 2)]
         texts = ["" if rng.random() < cfg.empty_caption else captions[i] for i in picks]
-        return latents[picks], torch.stack([ids_of[t] for t in texts]), None
+        return pool[picks], torch.stack([ids_of[t] for t in texts]), None
 
     (unet_ema, text_ema), unet_losses, unet_seconds = fit(
         unet, text_encoder, caption_batch, cfg.unet_steps, cfg.unet_lr, cfg, "denoiser", checkpoints, report)
@@ -437,14 +480,31 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     (inpaint_ema,), inpaint_losses, inpaint_seconds = fit(
         inpainter, text_ema, inpaint_batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg, "inpainter", checkpoints,
         report, train_text=False)
+
+    (words_unet, words_text), words_losses, words_seconds = learn_words(
+        unet_ema, text_ema, tokenizer, lambda rng: caption_batch(rng, placed_half=True), cfg, checkpoints, report)
     history = {
         "config": asdict(cfg), "threads": torch.get_num_threads(),
         "frame_error_before": before, "frame_error_after": after,
         "decoder_final_loss": sum(decoder_losses[-50:]) / max(1, len(decoder_losses[-50:])),
         "unet_final_loss": sum(unet_losses[-200:]) / max(1, len(unet_losses[-200:])),
         "inpaint_final_loss": sum(inpaint_losses[-200:]) / max(1, len(inpaint_losses[-200:])),
+        "words_final_loss": sum(words_losses[-200:]) / max(1, len(words_losses[-200:])),
         "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
-        "total_seconds": time.monotonic() - started,
+        "words_seconds": words_seconds, "total_seconds": time.monotonic() - started,
     }
-    return Edition(vae, text_ema, unet_ema, inpaint_ema, tokenizer, cfg, history)
+    return Edition(vae, words_text, words_unet, inpaint_ema, tokenizer, cfg, history, inpaint_text_encoder=text_ema)
+
+
+def learn_words(unet, text_encoder, tokenizer, batch: Callable, cfg: FinetuneConfig, checkpoints: Checkpoints,
+                report: Callable[[str], None]):
+    """Stage 5, on copies: the words apart, then high-t training with the words at a higher rate."""
+    unet, text_encoder = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    separate_words(text_encoder, tokenizer, cfg.seed + 20)
+    table = text_encoder.get_input_embeddings().weight
+    groups = [{"params": list(unet.parameters()), "lr": cfg.words_lr},
+              {"params": [p for p in text_encoder.parameters() if p is not table], "lr": cfg.words_text_lr},
+              {"params": [table], "lr": cfg.words_embedding_lr, "weight_decay": 0.0}]
+    return fit(unet, text_encoder, batch, cfg.words_steps, cfg.words_lr, cfg, "words", checkpoints, report,
+               groups=groups, high_t=(cfg.words_high_t, cfg.words_x0_scale))
 
