@@ -5,7 +5,7 @@ import pytest
 
 from desktop.engine.generation import BadImageError, GenerationCancelled
 from desktop.engine.request import GenerationRequest
-from desktop.engine.schedulers import SCHEDULER_NAMES, SCHEDULERS
+from desktop.engine.schedulers import SCHEDULER_NAMES, SCHEDULERS, build
 
 SMALL = dict(width=64, height=64, steps=3)
 
@@ -93,6 +93,31 @@ def test_every_scheduler_runs(engine, name):
     assert all(scheduler.config[key] == value for key, value in overrides.items())
     assert result.images[0].size == (64, 64)
     assert pixels(result.images[0]).std() > 0
+
+
+def test_karras_on_a_zero_terminal_snr_model_spends_its_steps_on_the_image():
+    """Rescaled to zero terminal SNR, a schedule's first σ is 4096: Karras spacing put 6 of 10 steps above
+    t = 960 and at 30 steps collided timesteps into an IndexError. It now spans the unrescaled range;
+    the plain samplers still start from pure noise at t = T."""
+    import torch
+
+    from desktop.demo.architecture import build_scheduler
+
+    config = dict(build_scheduler(v_prediction=True).config)
+    for steps in (10, 30, 50):
+        karras = build("DPM++ 2M Karras", config)
+        karras.set_timesteps(steps)
+        assert float(karras.sigmas[0]) == pytest.approx(14.6, rel=0.01) and int(karras.timesteps[0]) < 900
+        sample = torch.randn(1, 4, 8, 8)
+        for t in karras.timesteps:  # the whole loop runs
+            sample = karras.step(torch.zeros_like(sample), t, sample).prev_sample
+        assert torch.isfinite(sample).all()
+    plain = build("DPM++ 2M", config)
+    plain.set_timesteps(10)
+    assert int(plain.timesteps[0]) == 999
+    sd = build("DPM++ 2M Karras", dict(build_scheduler().config))  # a model without the rescale: unchanged
+    sd.set_timesteps(10)
+    assert float(sd.sigmas[0]) == pytest.approx(14.6, rel=0.01)
 
 
 def test_scheduler_name_is_case_insensitive():

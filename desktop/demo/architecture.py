@@ -57,12 +57,18 @@ def build_unet():
     )
 
 
-def build_scheduler():
+# The second edition's base model predicts v with zero terminal SNR (Lin et al. 2023): at the last step
+# the input is pure noise, so the layout a caption asks for has to come from the caption. With the SD 1.x
+# schedule, signal left at t = T let the noise decide it. "trailing" spacing starts sampling at t = T.
+V_PREDICTION = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+
+
+def build_scheduler(v_prediction: bool = False):
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        steps_offset=1, timestep_spacing="leading",
+        steps_offset=1, **(V_PREDICTION if v_prediction else {"timestep_spacing": "leading"}),
     )
 
 

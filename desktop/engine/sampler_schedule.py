@@ -51,6 +51,7 @@ def visited(name: str, steps: int, base_config: dict, spacing: str | None = None
     for t in timesteps:
         low, frac = int(math.floor(t)), t - math.floor(t)
         a = float(alphas[min(low, len(alphas) - 1)]) * (1 - frac) + float(alphas[min(low + 1, len(alphas) - 1)]) * frac
+        a = max(a, 2.0**-24)  # zero terminal SNR: ᾱ_T = 0 is held where diffusers' Euler and DPM hold it (σ 4096)
         sigmas.append(math.sqrt((1 - a) / a))
     label = f"{schedulers.canonical_name(name)} ({config.get('timestep_spacing', 'leading')})"
     return Visited(label, timesteps, sigmas)
