@@ -107,6 +107,17 @@ def test_each_sampler_visits_its_own_timesteps():
     assert image.size == (760, 440)
 
 
+def test_a_zero_terminal_snr_schedule_is_plotted_with_a_finite_first_sigma():
+    from desktop.engine import sampler_schedule as ss
+
+    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "steps_offset": 1, "timestep_spacing": "trailing", "prediction_type": "v_prediction",
+              "rescale_betas_zero_snr": True}
+    ddim = ss.visited("DDIM", 10, config)  # DDIM keeps ᾱ_T at 0
+    assert ddim.timesteps[0] == 999.0 and ddim.sigmas[0] == pytest.approx(4096, rel=1e-3)
+    assert ss.plot([ddim, ss.visited("DPM++ 2M Karras", 10, config)]).size == (760, 440)
+
+
 def test_cli_plots_the_schedules(tmp_path):
     out = tmp_path / "schedule.png"
     proc = run_cli("explain", "schedule", "--steps", "6", "--samplers", "Euler,DDIM", "--spacing", "leading,trailing",
