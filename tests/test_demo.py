@@ -191,6 +191,9 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     base, sibling = tmp_path / "shapes", tmp_path / "shapes-inpaint"
     assert facts["size_mb"] < 30 and json.loads((base / "latent_studio.json").read_text())["inpainting_model"] == "shapes-inpaint"
     assert json.loads((sibling / "unet" / "config.json").read_text())["in_channels"] == 9
+    schedules = [json.loads((f / "scheduler" / "scheduler_config.json").read_text()) for f in (base, sibling)]
+    assert [(s["prediction_type"], s["rescale_betas_zero_snr"]) for s in schedules] == [("v_prediction", True),
+                                                                                        ("epsilon", False)]
     vae, text_encoder, tokenizer, _ = finetune.load_components(base)
     with torch.no_grad():  # the posterior is deterministic: a sample is the mean
         posterior = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist
@@ -276,8 +279,76 @@ def test_the_high_t_half_of_a_batch_is_drawn_from_the_top_of_the_schedule():
     x0 = torch.randn(8, 4, 16, 16)
     torch.manual_seed(0)
     with torch.no_grad():
-        plain = denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05)
+        denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05)
         torch.manual_seed(0)
-        weighted = denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05, high_t=(900, 1.0))
+        denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05, high_t=900)
     assert bool((seen[1][4:] >= 900).all()) and torch.equal(seen[1][:4], seen[0][:4])
-    assert weighted > plain  # at t >= 900 the clean image's error is the ε error times 1/SNR > 100
+
+
+def test_v_prediction_trains_on_a_schedule_that_ends_in_pure_noise():
+    """Zero terminal SNR: at t = T nothing of the image is left, so v = -x0 and only the caption can
+    say where the shape goes; the exported base model is sampled on the same schedule."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from desktop.demo import architecture, finetune
+    from desktop.demo.train import denoising_loss
+    from test_shipped_model import SHIPPED
+
+    scheduler = architecture.build_scheduler(v_prediction=True)
+    alphas = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
+    plain = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    assert float(alphas[-1]) == 0.0 and float(plain[-1]) > 0.004 and float(alphas[0]) > 0.99
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+
+    _, text_encoder, tokenizer, unet = finetune.load_components(SHIPPED)
+    x0 = torch.randn(4, 4, 16, 16)
+    unet.register_forward_hook(lambda module, args, output: type(output)(sample=-x0))  # predicts v = -x0
+    ids = tokenizer([""] * 4, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        at_the_end = alphas[-1:]  # every t drawn is T
+        assert float(denoising_loss(unet, text_encoder, x0, ids, at_the_end, 0.0, v_prediction=True)) < 1e-10
+        assert float(denoising_loss(unet, text_encoder, x0, ids, at_the_end, 0.0)) > 0.5  # ε is not -x0
+
+
+def test_the_probe_reads_row_column_and_size_from_the_token_ids():
+    import torch
+
+    from desktop.demo import finetune
+    from test_shipped_model import SHIPPED
+
+    _, text_encoder, tokenizer, _ = finetune.load_components(SHIPPED)
+    captions = [domain.caption("red", "circle", "blue", "small", "top left"), domain.caption("red", "circle", "blue"),
+                "", domain.caption("red", "square", "blue", "large", "center", phrase=1),
+                domain.caption("red", "circle", "white", position="right", phrase=1),
+                domain.caption("orange", "circle", "blue", position="bottom", phrase=1)]
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    labels = finetune.word_labels(tokenizer)(ids)
+    assert labels.tolist() == [[0, 0, 0], [-100, -100, 1], [-100, -100, -100], [1, 1, 2], [1, 2, 1], [2, 1, 1]]
+    head = torch.nn.Linear(text_encoder.config.hidden_size, 9)
+    loss = finetune.probe_loss(head, text_encoder(ids)[0], labels)
+    loss.backward()
+    table = text_encoder.get_input_embeddings().weight
+    left, right = (tokenizer.get_vocab()[f"{w}</w>"] for w in ("left", "right"))
+    assert float(table.grad[left].norm()) > 0 and float(table.grad[right].norm()) > 0  # it reaches the words
+
+
+def test_the_text_encoder_tells_every_position_apart():
+    """The first edition's encoder carried 'top left' and 'top right' as one (0.3 apart, two colours 28):
+    the UNet cannot follow a word it is not given."""
+    import torch
+
+    from desktop.demo import finetune
+    from test_shipped_model import SHIPPED
+
+    _, text_encoder, tokenizer, _ = finetune.load_components(SHIPPED)
+
+    def encoded(text):
+        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return text_encoder(ids)[0][0]
+
+    colours = float((encoded(domain.caption("red", "circle", "blue")) - encoded(domain.caption("green", "circle", "blue"))).norm())
+    places = {p: encoded(domain.caption("red", "circle", "blue", "small", p)) for p in domain.POSITIONS}
+    closest = min(float((places[a] - places[b]).norm()) for a in places for b in places if a < b)
+    assert closest > 0.25 * colours, (closest, colours)

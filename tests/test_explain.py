@@ -21,15 +21,16 @@ def test_the_forward_process_is_the_formula_and_equals_add_noise(shipped):
     import torch
     from diffusers import DDPMScheduler
 
-    scheduler = shipped.pipe.scheduler
-    ddpm = DDPMScheduler.from_config(scheduler.config)  # the forward process in its own (x_t) terms
+    process = explain.ForwardProcess.of_pipe(shipped.pipe)
+    ddpm = DDPMScheduler.from_config(shipped.pipe.scheduler.config)  # the forward process in its own (x_t) terms
     x0, noise = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
     for t in (0, 1, 250, 500, 999):
-        alpha_bar = scheduler.alphas_cumprod[t]
+        alpha_bar = torch.tensor(process.alpha_bar(t))
         by_hand = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         ours = explain.noised(x0, noise, float(alpha_bar))
         assert torch.allclose(ours, by_hand, atol=1e-6)
         assert torch.allclose(ours, ddpm.add_noise(x0, noise, torch.tensor([t])), atol=1e-5)
+    assert process.alpha_bar(999) == 0.0  # zero terminal SNR: the shipped model's last step is pure noise
 
 
 def test_frames_get_noisier_and_t0_is_the_vae_round_trip(shipped):

@@ -69,8 +69,6 @@ PLACED = [("small", "red", "circle", "top left", "blue", 21), ("large", "green",
           ("large", "white", "circle", "center", "black", 25), ("small", "orange", "square", "top", "green", 26)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the second edition follows sizes (91.7 %) but not positions yet "
-                                        "(14.8 % in the model card); this test says when it does")
 def test_it_draws_the_size_and_position_it_is_asked_for(engine):
     from desktop.demo.domain import caption
 
@@ -141,7 +139,7 @@ def test_inpainting_goes_through_the_sibling_and_keeps_the_rest(engine):
     inpaint_with_the_shipped_model(engine, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the sibling draws the asked shape and colour in 46 % of the "
+@pytest.mark.xfail(strict=True, reason="issue 16: the sibling draws the asked shape and colour in 50 % of the "
                                         "model card's cases, short of 90 %; this test says when it does")
 def test_the_sibling_draws_what_is_asked(engine):
     assert sum(inpaint_with_the_shipped_model(engine, 4)) >= 3

@@ -22,7 +22,7 @@ def build_pipeline(trained: Trained):
 
     return StableDiffusionPipeline(
         vae=trained.vae, text_encoder=trained.text_encoder, tokenizer=trained.tokenizer, unet=trained.unet,
-        scheduler=architecture.build_scheduler(), safety_checker=None, feature_extractor=None,
+        scheduler=architecture.build_scheduler(getattr(trained, "v_prediction", False)), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
 
@@ -145,7 +145,7 @@ Example: `a small red circle in the top left on a blue background`.
 | tokenizer | CLIP BPE built offline for the domain's words (every word is one token) | – |
 | UNet | UNet2DConditionModel, 3 levels (48, 96, 128 channels, one layer each), cross-attention at 16×16 and 8×8 | {p['unet'] / 1e6:.2f} M |
 | inpainting UNet | the same with 9 input channels (latents, mask, masked-image latents) | {p.get('inpaint_unet', 0) / 1e6:.2f} M |
-| scheduler | SD 1.x noise schedule (scaled linear β 0.00085–0.012, 1000 steps), ε-prediction | – |
+| scheduler | scaled linear β 0.00085–0.012, 1000 steps; `latent-shapes`: v-prediction, betas rescaled to zero terminal SNR, trailing spacing; the sibling: ε-prediction on the SD 1.x schedule | – |
 
 Both folders are fp16 safetensors: {facts['size_mb']:.1f} MB together. `latent_preview.json` holds the
 4×3 latent→RGB preview factors (RMS error {facts['preview_rms_error']:.3f} on a [-1, 1] scale);
@@ -184,14 +184,22 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    weights), trained {cg.get('inpaint_steps', '?')} steps on {cg.get('inpaint_pool', 0):,} images, each with one mask: the whole image,
    a random box, random blobs or the shape's box grown by 2–14 px (a quarter each); masked pixels set
    to grey before encoding, as diffusers does; final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
-5. **The words apart.** After stage 3 the text encoder's outputs for "in the top left" and "in the
-   bottom right" differed by 0.9 (for two colours, 21), and the ε-loss at the top of the schedule, where
-   the layout is decided, was the same for a caption's own position and a wrong one (0.00297 against
-   0.00298). The size and position words got directions of their own (`middle` shares `center`'s,
-   `an` shares `a`'s), then UNet and text encoder trained {cg.get('words_steps', '?')} steps of batch {cg.get('unet_batch', '?')}: half of each batch at
-   uniform t, half at t ≥ {cg.get('words_high_t', '?')} from captions naming a position, its loss weighed as the clean
-   image's error (÷{cg.get('words_x0_scale', '?')}); lr {cg.get('words_lr', '?')} for the UNet, {cg.get('words_text_lr', '?')} for the text encoder, {cg.get('words_embedding_lr', '?')} for its word
-   embeddings; final loss {g.get('words_final_loss', float('nan')):.4f}. The sibling keeps stage 3's text encoder, which it was trained with.
+5. **The words apart, the layout from the caption.** After stage 3 the model ignored the position
+   words, for two reasons. (a) The text encoder carried them as one: its outputs for "top left" and
+   "top right" differed by 0.3 (for two colours, 28): in the first edition's encoder, trained from
+   scratch, a word embedding of norm 0.5 meets a residual stream of norm 20–90, and nothing had taught
+   it to keep a word after "top" or "bottom". (b) The SD 1.x schedule leaves signal at the last step (√ᾱ = 0.068 at t = 999), enough
+   to place a shape, so the model took the layout from the starting noise: its ε-loss at t = 950 was
+   0.00297 with a caption's own position and 0.00298 with a wrong one. The size and position words got
+   directions of their own (`middle` shares `center`'s, `an` shares `a`'s); the base model was turned
+   into a **v-prediction model on a zero-terminal-SNR schedule** (Lin et al. 2023; the betas rescaled so
+   that ᾱ_T = 0, sampled with "trailing" spacing from t = T), so at the start of sampling only the
+   caption can say where the shape goes; and a linear probe on the text encoder's mean output, trained
+   with it (cross-entropy for the row, column and size a caption names, weight {cg.get('words_probe', '?')}, discarded
+   afterwards), keeps the words apart. UNet and text encoder trained {cg.get('words_steps', '?')} steps of batch {cg.get('unet_batch', '?')}: half of
+   each batch at uniform t, half at t ≥ {cg.get('words_high_t', '?')} from captions naming a position; lr {cg.get('words_lr', '?')} for the
+   UNet, {cg.get('words_text_lr', '?')} for the text encoder, {cg.get('words_embedding_lr', '?')} for its word embeddings; final loss {g.get('words_final_loss', float('nan')):.4f}.
+   The sibling keeps stage 3's UNet lineage and text encoder: it predicts ε on the SD 1.x schedule.
 
 Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
 {g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')}

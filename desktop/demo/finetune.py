@@ -55,12 +55,12 @@ class FinetuneConfig:
     inpaint_pool: int = 6000
     inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
-    words_steps: int = 2000  # stage 5: the size and position words
+    words_steps: int = 2500  # stage 5: the size and position words
     words_lr: float = 3e-4  # UNet
     words_text_lr: float = 1e-3  # text encoder
     words_embedding_lr: float = 3e-3  # its word embeddings
     words_high_t: int = 700  # half of each batch at t >= this, from captions naming a position
-    words_x0_scale: float = 20.0  # that half's loss is the clean image's error / this
+    words_probe: float = 0.1  # the weight of the probe's loss (`probe_loss`)
     checkpoint_every: int = 250
 
 
@@ -82,6 +82,7 @@ class Edition:
     config: FinetuneConfig
     history: dict
     inpaint_text_encoder: object = None  # the sibling's, when the base model's moved on after it was trained
+    v_prediction: bool = False  # the base model's (the sibling predicts ε)
 
 
 def load_components(folder: Path):
@@ -362,17 +363,21 @@ def nine_channel_unet(unet):
 
 def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: FinetuneConfig, name: str,
         checkpoints: Checkpoints, report: Callable[[str], None], train_text: bool = True,
-        groups: list[dict] | None = None, high_t: tuple[int, float] | None = None):
+        groups: list[dict] | None = None, high_t: int | None = None, v_prediction: bool = False,
+        probe: tuple | None = None):
     """The denoising loss on batches from `batch(rng)`; returns the EMA copies, the losses and the seconds.
 
     `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None); `groups`: optimizer
-    parameter groups with their own rates; `high_t`: see `denoising_loss`.
+    parameter groups with their own rates; `high_t`, `v_prediction`: see `denoising_loss` (v-prediction
+    trains on the zero-terminal-SNR schedule it is sampled with); `probe`: (head, weight, labels of token
+    ids), see `probe_loss`; the head trains and is returned after the text encoder.
     """
     import torch
     from diffusers import DDPMScheduler
 
-    alphas = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    alphas = DDPMScheduler.from_config(architecture.build_scheduler(v_prediction).config).alphas_cumprod
     modules = [unet, text_encoder] if train_text else [unet]
+    modules += [probe[0]] if probe else []
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train().requires_grad_(True)
@@ -396,7 +401,10 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     started = time.monotonic()
     for step in range(first, steps):
         x0, ids, extra = batch(rng)
-        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra, high_t)
+        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra, high_t, v_prediction)
+        if probe:
+            head, weight, labels = probe
+            loss = loss + weight * probe_loss(head, text_encoder(ids)[0], labels(ids))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -493,18 +501,65 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
         "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
         "words_seconds": words_seconds, "total_seconds": time.monotonic() - started,
     }
-    return Edition(vae, words_text, words_unet, inpaint_ema, tokenizer, cfg, history, inpaint_text_encoder=text_ema)
+    return Edition(vae, words_text, words_unet, inpaint_ema, tokenizer, cfg, history, inpaint_text_encoder=text_ema,
+                   v_prediction=True)
 
 
 def learn_words(unet, text_encoder, tokenizer, batch: Callable, cfg: FinetuneConfig, checkpoints: Checkpoints,
                 report: Callable[[str], None]):
-    """Stage 5, on copies: the words apart, then high-t training with the words at a higher rate."""
+    """Stage 5, on copies: the words apart, then v-prediction on the zero-terminal-SNR schedule, half of
+    each batch at high t, with the words at a higher rate and the probe keeping them apart."""
+    import torch
+
     unet, text_encoder = copy.deepcopy(unet), copy.deepcopy(text_encoder)
     separate_words(text_encoder, tokenizer, cfg.seed + 20)
+    torch.manual_seed(cfg.seed + 21)
+    head = torch.nn.Linear(text_encoder.config.hidden_size, 3 * len(WORD_CLASSES))
     table = text_encoder.get_input_embeddings().weight
     groups = [{"params": list(unet.parameters()), "lr": cfg.words_lr},
               {"params": [p for p in text_encoder.parameters() if p is not table], "lr": cfg.words_text_lr},
-              {"params": [table], "lr": cfg.words_embedding_lr, "weight_decay": 0.0}]
-    return fit(unet, text_encoder, batch, cfg.words_steps, cfg.words_lr, cfg, "words", checkpoints, report,
-               groups=groups, high_t=(cfg.words_high_t, cfg.words_x0_scale))
+              {"params": [table], "lr": cfg.words_embedding_lr, "weight_decay": 0.0},
+              {"params": list(head.parameters()), "lr": cfg.words_text_lr}]
+    (unet, text_encoder, _), losses, seconds = fit(
+        unet, text_encoder, batch, cfg.words_steps, cfg.words_lr, cfg, "words", checkpoints, report, groups=groups,
+        high_t=cfg.words_high_t, v_prediction=True, probe=(head, cfg.words_probe, word_labels(tokenizer)))
+    return (unet, text_encoder), losses, seconds
 
+
+# What the probe reads from a caption: its row, its column and its size, each as 0, 1 or 2; a caption
+# naming no position has no row or column, an empty one nothing. Words: (class 0, class 2); 1 is neither.
+WORD_CLASSES = {"row": ("top", "bottom"), "column": ("left", "right"), "size": ("small", "large")}
+
+
+def word_labels(tokenizer) -> Callable:
+    """Token ids (batch, tokens) -> labels (batch, 3) for `probe_loss`; -100 where there is none."""
+    import torch
+
+    vocab = tokenizer.get_vocab()
+    of = {word: vocab[f"{word}</w>"] for words in WORD_CLASSES.values() for word in words}
+    placed = torch.tensor([vocab[f"{w}</w>"] for w in ("top", "bottom", "left", "right", "center", "middle")])
+    background = vocab["background</w>"]
+
+    def labels(ids):
+        has = lambda token: (ids == token).any(dim=1)  # noqa: E731
+        said, named = torch.isin(ids, placed).any(dim=1), has(background)
+        columns = []
+        for key, (first, last) in WORD_CLASSES.items():
+            value = torch.where(has(of[first]), 0, torch.where(has(of[last]), 2, 1))
+            known = named if key == "size" else said
+            columns.append(torch.where(known, value, -100))
+        return torch.stack(columns, dim=1)
+
+    return labels
+
+
+def probe_loss(head, states, labels):
+    """A linear probe's cross-entropy on the text encoder's mean output: the row, column and size a caption
+    names. The first edition's encoder carried 'left' and 'right' after 'top' or 'bottom' as one (its
+    outputs for 'top left' and 'top right' differed by 0.3, for two colours by 28), so the UNet could not
+    learn columns; the probe's gradient keeps every word it reads apart. The head is discarded."""
+    import torch.nn.functional as F
+
+    logits = head(states.mean(dim=1)).view(len(labels), 3, -1)
+    return sum(F.cross_entropy(logits[:, k], labels[:, k], ignore_index=-100) for k in range(3)
+               if (labels[:, k] >= 0).any())

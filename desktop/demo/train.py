@@ -205,31 +205,25 @@ def encode_pool(vae, cfg: TrainConfig, device: str):
     return latents * scaling, captions
 
 
-def denoising_loss(unet, text_encoder, x0, ids, alphas, offset_noise: float, extra=None, high_t=None):
-    """The ε-prediction loss at uniform timesteps, with offset noise; `extra`: more UNet input channels
-    (the inpainting UNet's mask and masked-image latents).
-
-    `high_t` = (first, scale): the batch's second half draws t >= first, its error weighed by (1 - ᾱ)/ᾱ
-    / scale, which is the error of the predicted clean image. Plain ε-loss there is ~0.003 whatever the
-    caption says, so nothing teaches the layout a caption asks for, which is decided at those t.
+def denoising_loss(unet, text_encoder, x0, ids, alphas, offset_noise: float, extra=None, high_t: int | None = None,
+                   v_prediction: bool = False):
+    """The denoising loss at uniform timesteps, with offset noise: the error of the predicted ε, or with
+    `v_prediction` of v = √ᾱ·ε − √(1−ᾱ)·x₀. `extra`: more UNet input channels (the inpainting UNet's mask
+    and masked-image latents); `high_t`: the batch's second half draws t >= this instead.
     """
     import torch
     import torch.nn.functional as F
 
     noise = torch.randn_like(x0) + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, device=x0.device)
     t = torch.randint(0, len(alphas), (x0.shape[0],), device=x0.device)
-    half = x0.shape[0] // 2
-    if high_t:
-        t[half:] = torch.randint(high_t[0], len(alphas), (x0.shape[0] - half,), device=x0.device)
+    if high_t is not None:
+        half = x0.shape[0] // 2
+        t[half:] = torch.randint(high_t, len(alphas), (x0.shape[0] - half,), device=x0.device)
     a = alphas[t].view(-1, 1, 1, 1)
     noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
     inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
-    prediction = unet(inputs, t, text_encoder(ids)[0]).sample
-    if not high_t:
-        return F.mse_loss(prediction, noise)
-    weights = torch.ones(x0.shape[0], device=x0.device)
-    weights[half:] = ((1 - a) / a).view(-1)[half:] / high_t[1]
-    return (((prediction - noise) ** 2).mean(dim=(1, 2, 3)) * weights).mean()
+    target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_prediction else noise
+    return F.mse_loss(unet(inputs, t, text_encoder(ids)[0]).sample, target)
 
 
 def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callable[[str], None],

@@ -57,7 +57,11 @@ class ForwardProcess:
 
     @classmethod
     def of_pipe(cls, pipe) -> "ForwardProcess":
-        return cls(pipe.vae, pipe.scheduler.alphas_cumprod, pipe.image_processor)
+        """The training schedule of the pipe's sampler: on a zero-terminal-SNR model Euler, DPM and UniPC
+        hold ᾱ_T at 2⁻²⁴ to sample, but the forward process ends in pure noise (ᾱ_T = 0)."""
+        from diffusers import DDPMScheduler
+
+        return cls(pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod, pipe.image_processor)
 
     @classmethod
     def load(cls, info) -> "ForwardProcess":
