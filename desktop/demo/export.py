@@ -186,7 +186,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    to grey before encoding, as diffusers does; final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
 5. **The words apart, the layout from the caption.** After stage 3 the model ignored the position
    words, for two reasons. (a) The text encoder carried them as one: its outputs for "top left" and
-   "top right" differed by 0.3 (for two colours, 28): in the first edition's encoder, trained from
+   "top right" differed by 0.8 (for two colours, 25; after this stage 56 and 16): in the first edition's encoder, trained from
    scratch, a word embedding of norm 0.5 meets a residual stream of norm 20–90, and nothing had taught
    it to keep a word after "top" or "bottom". (b) The SD 1.x schedule leaves signal at the last step (√ᾱ = 0.068 at t = 999), enough
    to place a shape, so the model took the layout from the starting noise: its ε-loss at t = 950 was
