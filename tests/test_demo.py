@@ -279,9 +279,9 @@ def test_the_high_t_half_of_a_batch_is_drawn_from_the_top_of_the_schedule():
     x0 = torch.randn(8, 4, 16, 16)
     torch.manual_seed(0)
     with torch.no_grad():
-        denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05)
+        denoising_loss(unet, text_encoder(ids)[0], x0, alphas, 0.05)
         torch.manual_seed(0)
-        denoising_loss(unet, text_encoder, x0, ids, alphas, 0.05, high_t=900)
+        denoising_loss(unet, text_encoder(ids)[0], x0, alphas, 0.05, high_t=900)
     assert bool((seen[1][4:] >= 900).all()) and torch.equal(seen[1][:4], seen[0][:4])
 
 
@@ -307,8 +307,8 @@ def test_v_prediction_trains_on_a_schedule_that_ends_in_pure_noise():
     ids = tokenizer([""] * 4, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     with torch.no_grad():
         at_the_end = alphas[-1:]  # every t drawn is T
-        assert float(denoising_loss(unet, text_encoder, x0, ids, at_the_end, 0.0, v_prediction=True)) < 1e-10
-        assert float(denoising_loss(unet, text_encoder, x0, ids, at_the_end, 0.0)) > 0.5  # ε is not -x0
+        assert float(denoising_loss(unet, text_encoder(ids)[0], x0, at_the_end, 0.0, v_prediction=True)) < 1e-10
+        assert float(denoising_loss(unet, text_encoder(ids)[0], x0, at_the_end, 0.0)) > 0.5  # ε is not -x0
 
 
 def test_the_probe_reads_row_column_and_size_from_the_token_ids():

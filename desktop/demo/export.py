@@ -22,7 +22,7 @@ def build_pipeline(trained: Trained):
 
     return StableDiffusionPipeline(
         vae=trained.vae, text_encoder=trained.text_encoder, tokenizer=trained.tokenizer, unet=trained.unet,
-        scheduler=architecture.build_scheduler(getattr(trained, "v_prediction", False)), safety_checker=None, feature_extractor=None,
+        scheduler=architecture.build_scheduler(trained.v_prediction), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
 

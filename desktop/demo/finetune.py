@@ -401,10 +401,11 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     started = time.monotonic()
     for step in range(first, steps):
         x0, ids, extra = batch(rng)
-        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise, extra, high_t, v_prediction)
+        states = text_encoder(ids)[0]
+        loss = denoising_loss(unet, states, x0, alphas, cfg.offset_noise, extra, high_t, v_prediction)
         if probe:
             head, weight, labels = probe
-            loss = loss + weight * probe_loss(head, text_encoder(ids)[0], labels(ids))
+            loss = loss + weight * probe_loss(head, states, labels(ids))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -65,6 +65,7 @@ class Trained:
     tokenizer: object
     config: TrainConfig
     history: dict  # losses and timings for the model card
+    v_prediction: bool = False  # the first edition predicts ε (the second edition's base model, v)
 
 
 def images_tensor(seeds: list[int]):
@@ -205,11 +206,12 @@ def encode_pool(vae, cfg: TrainConfig, device: str):
     return latents * scaling, captions
 
 
-def denoising_loss(unet, text_encoder, x0, ids, alphas, offset_noise: float, extra=None, high_t: int | None = None,
+def denoising_loss(unet, states, x0, alphas, offset_noise: float, extra=None, high_t: int | None = None,
                    v_prediction: bool = False):
     """The denoising loss at uniform timesteps, with offset noise: the error of the predicted ε, or with
-    `v_prediction` of v = √ᾱ·ε − √(1−ᾱ)·x₀. `extra`: more UNet input channels (the inpainting UNet's mask
-    and masked-image latents); `high_t`: the batch's second half draws t >= this instead.
+    `v_prediction` of v = √ᾱ·ε − √(1−ᾱ)·x₀. `states`: the text encoder's output for the captions;
+    `extra`: more UNet input channels (the inpainting UNet's mask and masked-image latents); `high_t`: the
+    batch's second half draws t >= this instead.
     """
     import torch
     import torch.nn.functional as F
@@ -223,7 +225,7 @@ def denoising_loss(unet, text_encoder, x0, ids, alphas, offset_noise: float, ext
     noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
     inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
     target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_prediction else noise
-    return F.mse_loss(unet(inputs, t, text_encoder(ids)[0]).sample, target)
+    return F.mse_loss(unet(inputs, t, states).sample, target)
 
 
 def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callable[[str], None],
@@ -274,7 +276,7 @@ def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callab
         x0 = latents[picks]
         texts = ["" if rng.random() < cfg.empty_caption else captions[i] for i in picks]
         ids = torch.stack([ids_of[t] for t in texts]).to(device)
-        loss = denoising_loss(unet, text_encoder, x0, ids, alphas, cfg.offset_noise)
+        loss = denoising_loss(unet, text_encoder(ids)[0], x0, alphas, cfg.offset_noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
