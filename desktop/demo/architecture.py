@@ -57,18 +57,17 @@ def build_unet():
     )
 
 
-# The second edition's base model predicts v with zero terminal SNR (Lin et al. 2023): at the last step
-# the input is pure noise, so the layout a caption asks for has to come from the caption. With the SD 1.x
-# schedule, signal left at t = T let the noise decide it. "trailing" spacing starts sampling at t = T.
-V_PREDICTION = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
-
-
 def build_scheduler(v_prediction: bool = False):
+    """The SD 1.x schedule; with `v_prediction`, the second edition's base model's: v on betas rescaled to
+    zero terminal SNR (Lin et al. 2023), sampled from t = T. At the last step the input is then pure noise,
+    so the layout has to come from the caption; with SD 1.x's, signal left at t = T let the noise decide it."""
     from diffusers import EulerDiscreteScheduler
+
+    from desktop.engine.checkpoints import V_SCHEDULER  # what v-prediction SDXL fine-tunes run with
 
     return EulerDiscreteScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        steps_offset=1, **(V_PREDICTION if v_prediction else {"timestep_spacing": "leading"}),
+        steps_offset=1, **(V_SCHEDULER if v_prediction else {"timestep_spacing": "leading"}),
     )
 
 

@@ -10,8 +10,9 @@ Each stage keeps the latent space of the first edition (its encoder is frozen), 
 3. the tokenizer gains the size and position words, the text encoder one embedding each, and UNet and
    text encoder learn the new captions;
 4. a copy of that UNet with 9 input channels (latents, mask, masked-image latents) learns to inpaint;
-5. the size and position words get embeddings of their own and the base model learns them where the
-   layout is decided (high t, weighed as image error); the sibling keeps stage 3's text encoder.
+5. the size and position words get embeddings of their own, and the base model learns them as a
+   v-prediction model on a zero-terminal-SNR schedule, with a probe keeping the words apart in the text
+   encoder; the sibling keeps stage 3's text encoder and ε-prediction.
 """
 
 from __future__ import annotations
@@ -557,8 +558,9 @@ def word_labels(tokenizer) -> Callable:
 def probe_loss(head, states, labels):
     """A linear probe's cross-entropy on the text encoder's mean output: the row, column and size a caption
     names. The first edition's encoder carried 'left' and 'right' after 'top' or 'bottom' as one (its
-    outputs for 'top left' and 'top right' differed by 0.8 after stage 3, for two colours by 25), so the UNet could not
-    learn columns; the probe's gradient keeps every word it reads apart. The head is discarded."""
+    outputs for 'top left' and 'top right' differed by 0.8 after stage 3, for two colours by 25), so the
+    UNet could not learn columns; the probe's gradient keeps every word it reads apart. The head is
+    discarded."""
     import torch.nn.functional as F
 
     logits = head(states.mean(dim=1)).view(len(labels), 3, -1)
