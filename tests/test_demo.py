@@ -77,6 +77,38 @@ def test_combinations_that_cannot_fit_are_never_drawn():
         assert fits(sample.shape, sample.size, sample.position)
 
 
+def test_an_added_shape_is_what_its_mask_holds_and_what_its_caption_says():
+    """The inpainting pool's "add a shape here" items: the caption names the added shape alone, the mask
+    covers it and stays clear of the shape that was there, and nothing outside the mask changed."""
+    import random
+
+    from desktop.demo.finetune import mask_around
+    from desktop.demo.render import add_shape, apart
+
+    rng, added_count = random.Random(0), 0
+    for seed in range(300):
+        sample = render(seed)
+        added = add_shape(sample, rng)
+        if added is None:
+            continue
+        added_count += 1
+        mask = np.asarray(mask_around(rng, added.box, sample.box, 128)) > 127
+        assert apart(sample.box, added.box, 6) and added.background == sample.background
+        x0, y0, x1, y1 = added.box
+        assert mask[y0:y1, x0:x1].all()  # the whole added shape is inside the mask
+        bx0, by0, bx1, by1 = sample.box
+        assert not mask[max(0, by0 - 1) : by1 + 1, max(0, bx0 - 1) : bx1 + 1].any()  # the old shape is not
+        before, after = np.asarray(sample.image), np.asarray(added.image)
+        assert np.array_equal(before[~mask], after[~mask])
+        ys, xs = np.nonzero(mask)
+        verdict = judge(added.image.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)))
+        assert (verdict.colour, verdict.shape, verdict.background) == (added.colour, added.shape, added.background)
+        assert f"{added.colour} {added.shape}" in added.caption and (added.size == "small") == ("small" in added.caption)
+        if added.position is not None:
+            assert domain.position_of((x0 + x1) / 2, (y0 + y1) / 2) == added.position
+    assert added_count > 150
+
+
 def test_the_judge_sees_stray_pixels_and_lines_on_the_frame_but_not_a_shape_touching_it():
     from PIL import ImageDraw
 
@@ -192,8 +224,7 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     assert facts["size_mb"] < 30 and json.loads((base / "latent_studio.json").read_text())["inpainting_model"] == "shapes-inpaint"
     assert json.loads((sibling / "unet" / "config.json").read_text())["in_channels"] == 9
     schedules = [json.loads((f / "scheduler" / "scheduler_config.json").read_text()) for f in (base, sibling)]
-    assert [(s["prediction_type"], s["rescale_betas_zero_snr"]) for s in schedules] == [("v_prediction", True),
-                                                                                        ("epsilon", False)]
+    assert [(s["prediction_type"], s["rescale_betas_zero_snr"]) for s in schedules] == [("v_prediction", True)] * 2
     vae, text_encoder, tokenizer, _ = finetune.load_components(base)
     with torch.no_grad():  # the posterior is deterministic: a sample is the mean
         posterior = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist

@@ -85,15 +85,47 @@ def draw(shape: str, colour: str, background: str, rng: random.Random, size: int
             break
     if placed is None:
         raise ValueError(f"a {size_name} {shape} does not fit in the {position}")
-    x0, y0, w, h = placed
     image = Image.new("RGB", (size, size), PALETTE[background])
-    pen = ImageDraw.Draw(image)
-    fill = PALETTE[colour]
+    box = _paint(image, shape, colour, placed)
+    text = caption(colour, shape, background, size_name, position, phrase)
+    return Sample(image, text, colour, shape, background, box, size_name, position)
+
+
+def _paint(image: Image.Image, shape: str, colour: str, placed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Draw the shape in its box (x0, y0, w, h); returns the box as (x0, y0, x1, y1), exclusive."""
+    x0, y0, w, h = placed
+    pen, fill = ImageDraw.Draw(image), PALETTE[colour]
     if shape == "circle":
         pen.ellipse((x0, y0, x0 + w - 1, y0 + h - 1), fill=fill)
     elif shape == "square":
         pen.rectangle((x0, y0, x0 + w - 1, y0 + h - 1), fill=fill)
     else:
         pen.polygon([(x0, y0 + h - 1), (x0 + w - 1, y0 + h - 1), (x0 + (w - 1) / 2, y0)], fill=fill)
-    text = caption(colour, shape, background, size_name, position, phrase)
-    return Sample(image, text, colour, shape, background, (x0, y0, x0 + w, y0 + h), size_name, position)
+    return x0, y0, x0 + w, y0 + h
+
+
+def apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
+    """Whether two boxes (x0, y0, x1, y1) are at least `gap` pixels apart on some axis."""
+    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+
+
+ADDED_SIZES = ("small", "medium")  # a large second shape rarely fits beside the first
+
+
+def add_shape(sample: Sample, rng: random.Random, gap: int = 6) -> Sample | None:
+    """A second shape drawn at least `gap` pixels from the first; the Sample describes the added shape
+    alone (its caption, on the same background) and holds the image with both. None when none fits."""
+    shape, colour = rng.choice(SHAPES), rng.choice([c for c in COLOURS if c != sample.background])
+    size_name = rng.choice(ADDED_SIZES)
+    size = sample.image.width
+    positions = [p for p in POSITIONS if fits(shape, size_name, p, size)]
+    for _ in range(_TRIES):
+        position = rng.choice(positions)
+        placed = _place(shape, size_name, position, rng, size)
+        if placed and apart(sample.box, (placed[0], placed[1], placed[0] + placed[2], placed[1] + placed[3]), gap):
+            image = sample.image.copy()
+            box = _paint(image, shape, colour, placed)
+            named = position if rng.random() < POSITION_SHARE else None
+            text = caption(colour, shape, sample.background, size_name, named, random_caption_wording(rng, named))
+            return Sample(image, text, colour, shape, sample.background, box, size_name, named)
+    return None

@@ -69,10 +69,15 @@ class Trained:
 
 
 def images_tensor(seeds: list[int]):
+    return pixels_tensor([render(s).image for s in seeds])
+
+
+def pixels_tensor(images: list):
+    """RGB images -> a (batch, 3, height, width) tensor in [-1, 1], as the VAE takes them."""
     import numpy as np
     import torch
 
-    arrays = np.stack([np.asarray(render(s).image, dtype=np.float32) for s in seeds])
+    arrays = np.stack([np.asarray(image, dtype=np.float32) for image in images])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
