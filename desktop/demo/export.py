@@ -205,7 +205,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    It predicts v like its base and shares its text encoder (frozen here). Final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
 
 Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
-{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')}
+{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')} {g.get('inpaint_note', '')}
 No accelerator was used for the second edition.
 
 ```bash
