@@ -58,7 +58,7 @@ class FinetuneConfig:
     inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
     inpaint_added: float = 0.35  # share of the inpainting pool with a second shape added, masked and captioned
-    words_steps: int = 2500  # stage 5: the size and position words
+    words_steps: int = 2500  # stage 4: the size and position words
     words_lr: float = 3e-4  # UNet
     words_text_lr: float = 1e-3  # text encoder
     words_embedding_lr: float = 3e-3  # its word embeddings
@@ -281,20 +281,18 @@ def encode(vae, images):
 
 
 def caption_pool(vae, count: int, seed: int, report: Callable[[str], None]):
-    """Render `count` images with the new captions; their latents, captions and shape boxes."""
+    """Render `count` images with the new captions; their latents and captions."""
     import torch
 
     seeds = random.Random(seed)
-    latents, captions, boxes = [], [], []
+    latents, captions = [], []
     for start in range(0, count, 256):
-        batch = [seeds.randrange(2**62) for _ in range(min(256, count - start))]
-        samples = [render(s) for s in batch]
+        samples = [render(seeds.randrange(2**62)) for _ in range(min(256, count - start))]
         captions += [s.caption for s in samples]
-        boxes += [s.box for s in samples]
-        latents.append(encode(vae, images_tensor(batch)))
+        latents.append(encode(vae, pixels_tensor([s.image for s in samples])))
         if start % 4096 == 0:
-            report(f"encoded {start + len(batch)}/{count} pool images")
-    return torch.cat(latents), captions, boxes, seeds
+            report(f"encoded {start + len(samples)}/{count} pool images")
+    return torch.cat(latents), captions
 
 
 def random_mask(rng: random.Random, box: tuple[int, int, int, int], size: int):
@@ -495,7 +493,7 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
 
     tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
     extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
-    pool, captions, _, _ = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
+    pool, captions = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
     ids_of = token_ids(tokenizer, captions)
     placed = [i for i, text in enumerate(captions) if names_position(text)] or list(range(len(captions)))
 
@@ -539,7 +537,7 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
 
 def learn_words(unet, text_encoder, tokenizer, batch: Callable, cfg: FinetuneConfig, checkpoints: Checkpoints,
                 report: Callable[[str], None]):
-    """Stage 5, on copies: the words apart, then v-prediction on the zero-terminal-SNR schedule, half of
+    """Stage 4, on copies: the words apart, then v-prediction on the zero-terminal-SNR schedule, half of
     each batch at high t, with the words at a higher rate and the probe keeping them apart."""
     import torch
 
