@@ -58,7 +58,14 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
 
 def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36) -> dict:
     """Choose the default settings by measurement and store them with the model (and its sibling)."""
-    chosen, trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
+    _, trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
+    return store_defaults(out, trials, tune_prompts)
+
+
+def store_defaults(out: Path, trials: list[dict], tune_prompts: int) -> dict:
+    """The grid's trials, the defaults `evaluate.choose` takes from them and why, into the model's facts
+    and into the settings files of the model and its sibling."""
+    chosen = ev.choose(trials, tune_prompts)
     facts = json.loads((out / FACTS_FILE).read_text())
     best = max(t["all"] for t in trials)
     facts["tuning"] = trials
@@ -66,8 +73,9 @@ def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print,
     facts["defaults_note"] = (
         f"A grid of {len(trials)} settings ({', '.join(ev.TUNE_GRID['scheduler'])} × steps "
         f"{', '.join(map(str, ev.TUNE_GRID['steps']))} × guidance {', '.join(map(str, ev.TUNE_GRID['guidance']))}) "
-        f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-attributes-right, and the "
-        "cheapest setting within one prompt of it was chosen.")
+        f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-attributes-right. Among the "
+        f"settings within the budget of {ev.SPEED_BUDGET_S:g} s per image, the cheapest within one prompt of the best "
+        "of them was chosen.")
     for folder in (out, export.inpainting_sibling(out)):
         if folder.is_dir():
             export.write_defaults(folder, facts["defaults"])
