@@ -109,6 +109,22 @@ def test_an_added_shape_is_what_its_mask_holds_and_what_its_caption_says():
     assert added_count > 150
 
 
+def test_the_defaults_are_the_cheapest_good_setting_within_the_speed_budget():
+    from desktop.demo.evaluate import SPEED_BUDGET_S, choose
+
+    def trial(scheduler, steps, guidance, right, seconds):
+        return {"scheduler": scheduler, "steps": steps, "guidance": guidance, "all": right / 36,
+                "shape_colour": 1.0, "seconds_per_image": seconds}
+
+    trials = [trial("UniPC", 25, 2.0, 35, 2 * SPEED_BUDGET_S),  # the best, but too slow
+              trial("UniPC", 10, 3.0, 32, 0.6), trial("Euler", 10, 2.0, 33, 0.8), trial("DPM++ 2M", 15, 2.0, 33, 0.9)]
+    assert choose(trials, 36) == {"scheduler": "Euler", "steps": 10, "guidance": 2.0}
+    trials[1]["all"] = trials[2]["all"] = 31 / 36  # 15 steps is the best in budget; 10 steps two prompts short
+    assert choose(trials, 36)["steps"] == 15
+    slow = [dict(t, seconds_per_image=5.0) for t in trials]  # none in budget: the rule runs on them all
+    assert choose(slow, 36) == {"scheduler": "UniPC", "steps": 25, "guidance": 2.0}
+
+
 def test_the_judge_sees_stray_pixels_and_lines_on_the_frame_but_not_a_shape_touching_it():
     from PIL import ImageDraw
 
