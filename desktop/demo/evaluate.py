@@ -194,8 +194,8 @@ def choose(trials: list[dict], n: int) -> dict:
     return {k: chosen[k] for k in ("scheduler", "steps", "guidance")}
 
 
-def tune(engine, model: str, n: int = 36, report=print) -> tuple[dict, list[dict]]:
-    """Try the grid on n prompts; `choose` the defaults."""
+def tune(engine, model: str, n: int = 36, report=print) -> list[dict]:
+    """Every setting of the grid scored on n prompts (`choose` takes the defaults from them)."""
     trials = []
     for scheduler in TUNE_GRID["scheduler"]:
         for steps in TUNE_GRID["steps"]:
@@ -204,4 +204,4 @@ def tune(engine, model: str, n: int = 36, report=print) -> tuple[dict, list[dict
                 trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance,
                                **result.scores, "seconds_per_image": result.seconds_per_image})
                 report(f"tune {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: all {100 * result.rate('all'):.0f} %")
-    return choose(trials, n), trials
+    return trials

@@ -58,7 +58,7 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
 
 def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36) -> dict:
     """Choose the default settings by measurement and store them with the model (and its sibling)."""
-    _, trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
+    trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
     return store_defaults(out, trials, tune_prompts)
 
 
