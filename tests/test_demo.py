@@ -222,7 +222,7 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     import torch
     from PIL import Image, ImageDraw
 
-    from desktop.demo import finetune
+    from desktop.demo import finetune, make
     from desktop.demo.make import grow_model
     from desktop.engine.generation import Engine, EngineOptions
     from desktop.engine.request import Edit, GenerationRequest
@@ -261,6 +261,17 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     assert np.array_equal(far, np.asarray(init)[60:, 60:])  # outside the mask and its blur band: the original
     plain = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1))
     assert plain.model.name == "shapes" and not plain.warnings
+
+    # The sibling's own defaults (chosen on inpainting cases) run an inpainting job that leaves them open.
+    trials = [{"scheduler": "UniPC", "steps": 3, "guidance": 2.5, "all": 20 / 24, "seconds_per_image": 0.5},
+              {"scheduler": "Euler", "steps": 3, "guidance": 2.0, "all": 16 / 24, "seconds_per_image": 0.5}]
+    make.store_inpaint_defaults(base, trials, 24)
+    repainted = engine.generate(GenerationRequest("a small red circle", model=str(base), seed=1, edit=edit),
+                                inputs={edit.init_image: init, edit.mask: mask})
+    assert (repainted.request.scheduler, repainted.request.steps, repainted.request.guidance) == ("UniPC", 3, 2.5)
+    assert json.loads((base / "training.json").read_text())["inpaint_defaults"]["scheduler"] == "UniPC"
+    plain = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1))
+    assert plain.request.scheduler == json.loads((base / "latent_studio.json").read_text())["scheduler"] != "UniPC"
 
 
 def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():

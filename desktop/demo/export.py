@@ -48,6 +48,15 @@ INPAINT_SUFFIX = "-inpaint"
 INPAINT_KEY = "inpainting_model"  # in latent_studio.json: the sibling the app inpaints with
 
 
+def _inpaint_defaults(facts: dict) -> str:
+    """The card's lines on the inpainting sibling's own defaults, when it has them."""
+    own = facts.get("inpaint_defaults")
+    if not own:
+        return ""
+    return (f"{facts['inpaint_defaults_note']} Chosen for `{MODEL_NAME}{INPAINT_SUFFIX}`: {own['scheduler']}, "
+            f"{own['steps']} steps, guidance {own['guidance']}.")
+
+
 def write_defaults(folder: Path, defaults: dict) -> None:
     """The settings the app uses for this model when the user leaves them open (other keys are kept)."""
     path = folder / APP_DEFAULTS_FILE
@@ -222,6 +231,8 @@ No accelerator was used for the second edition.
 | steps | {facts['defaults']['steps']} |
 | guidance (CFG) | {facts['defaults']['guidance']} |
 | size | 128×128 |
+
+{_inpaint_defaults(facts)}
 
 ## Evaluation
 

@@ -56,15 +56,22 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
     return grown
 
 
-def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36) -> dict:
-    """Choose the default settings by measurement and store them with the model (and its sibling)."""
-    trials = ev.tune(_engine(device), str(out), n=tune_prompts, report=report)
-    return store_defaults(out, trials, tune_prompts)
+def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36,
+                  inpaint_cases: int = 24) -> dict:
+    """Choose the default settings by measurement and store them with the model; its inpainting sibling's
+    its own, on inpainting cases."""
+    engine = _engine(device)
+    defaults = store_defaults(out, ev.tune(engine, str(out), n=tune_prompts, report=report), tune_prompts)
+    sibling = export.inpainting_sibling(out)
+    if sibling.is_dir():
+        trials = ev.tune_inpainting(engine, str(sibling), n=inpaint_cases, report=report)
+        store_inpaint_defaults(out, trials, inpaint_cases)
+    return defaults
 
 
 def store_defaults(out: Path, trials: list[dict], tune_prompts: int) -> dict:
     """The grid's trials, the defaults `evaluate.choose` takes from them and why, into the model's facts
-    and into the settings files of the model and its sibling."""
+    and its settings file (and its sibling's, until `store_inpaint_defaults` gives it its own)."""
     chosen = ev.choose(trials, tune_prompts)
     facts = json.loads((out / FACTS_FILE).read_text())
     best = max(t["all"] for t in trials)
@@ -81,6 +88,24 @@ def store_defaults(out: Path, trials: list[dict], tune_prompts: int) -> dict:
             export.write_defaults(folder, facts["defaults"])
     (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
     return facts["defaults"]
+
+
+def store_inpaint_defaults(out: Path, trials: list[dict], cases: int) -> dict:
+    """The inpainting sibling's own defaults, chosen by the same rule on inpainting cases, into the base
+    model's facts and the sibling's settings file."""
+    chosen = ev.choose(trials, cases)
+    facts = json.loads((out / FACTS_FILE).read_text())
+    best = max(t["all"] for t in trials)
+    facts["inpaint_tuning"] = trials
+    facts["inpaint_defaults"] = {**facts["defaults"], **chosen}
+    facts["inpaint_defaults_note"] = (
+        f"The inpainting sibling has defaults of its own, chosen by the same rule on a grid of {len(trials)} "
+        f"settings ({', '.join(ev.INPAINT_GRID['scheduler'])} × steps {', '.join(map(str, ev.INPAINT_GRID['steps']))} "
+        f"× guidance {', '.join(map(str, ev.INPAINT_GRID['guidance']))}), scored on {cases} inpainting cases other "
+        f"than the card's; the best placed {100 * best:.0f} % of the asked shapes right.")
+    export.write_defaults(export.inpainting_sibling(out), facts["inpaint_defaults"])
+    (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
+    return facts["inpaint_defaults"]
 
 
 def evaluate_model(model: str | Path, device: str, write_card: bool = False, sheet: Path | None = None,
