@@ -245,7 +245,7 @@ side whose median is off it.
 - Text to image: 72 prompts (each colour, shape, size and position in turn; a quarter with no position).
 - Image to image: 40 rendered images at strength {0.3} with their own captions; unchanged means the
   judge reads every attribute as before and sees no edge artifact.
-- Inpainting with `latent-shapes` (so through the sibling): 24 images, a 60×60 empty corner masked,
+- Inpainting with `latent-shapes` (so through the sibling, at its own defaults): 24 images, a 60×60 empty corner masked,
   the prompt asking for a small shape of another colour in that corner.
 
 {facts.get('eval_table', '')}
