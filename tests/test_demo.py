@@ -269,24 +269,9 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     repainted = engine.generate(GenerationRequest("a small red circle", model=str(base), seed=1, edit=edit),
                                 inputs={edit.init_image: init, edit.mask: mask})
     assert (repainted.request.scheduler, repainted.request.steps, repainted.request.guidance) == ("UniPC", 3, 2.5)
-    shown = json.loads((base / "latent_studio.json").read_text())  # what the window sends for the base model
-    as_sent = GenerationRequest("a small red circle", model=str(base), seed=1, edit=edit, steps=shown["steps"],
-                                guidance=shown["guidance"], scheduler=shown["scheduler"])
-    inputs = {edit.init_image: init, edit.mask: mask}
-    assert engine.resolve(*_routed(engine, as_sent), inputs).steps == 3
-    changed = engine.resolve(*_routed(engine, as_sent.replace(steps=4)), inputs)
-    assert (changed.scheduler, changed.steps, changed.guidance) == ("UniPC", 4, 2.5)  # a changed setting is kept
     assert json.loads((base / "training.json").read_text())["inpaint_defaults"]["scheduler"] == "UniPC"
     plain = engine.generate(GenerationRequest("a small red circle", model=str(base), steps=2, seed=1))
     assert plain.request.scheduler == json.loads((base / "latent_studio.json").read_text())["scheduler"] != "UniPC"
-
-
-def _routed(engine, request):
-    """The request and loaded model as the engine runs them (inpainting through the sibling)."""
-    from desktop.engine.generation import for_task
-
-    info, request, _ = for_task(engine.registry.resolve(request.model), request)
-    return request, engine.load_model(info)
 
 
 def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():

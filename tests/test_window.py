@@ -215,6 +215,22 @@ def test_detail_view_and_reuse_settings(qtbot, window):
     assert window.browser.model.record_at(0).favourite
 
 
+def test_settings_at_the_models_defaults_are_left_to_the_model_that_runs_the_job(qtbot, window):
+    """Inpainting with the shipped model runs its sibling: at the sibling's defaults unless the user
+    changed a setting (the fields show the chosen model's)."""
+    from desktop.engine.models import ModelDefaults
+
+    panel = window.prompt_panel
+    panel.apply_model_defaults(ModelDefaults(steps=10, guidance=2.0, scheduler="Euler", width=128, height=128))
+    assert (panel.steps.value(), panel.scheduler.currentText()) == (10, "Euler")
+    request = panel.to_request()
+    assert (request.steps, request.guidance, request.scheduler) == (None, None, None)
+    panel.steps.setValue(12)
+    panel.scheduler.setCurrentText("UniPC")
+    request = panel.to_request()
+    assert (request.steps, request.guidance, request.scheduler) == (12, None, "UniPC")
+
+
 def test_settings_and_geometry_survive_a_restart(qtbot, window):
     from desktop.ui.main_window import MainWindow
 

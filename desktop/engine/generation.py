@@ -259,7 +259,7 @@ class Engine:
         started = time.perf_counter()
         request = request.validated()  # before a model is loaded for nothing
         info = self.registry.resolve(request.model if request.model is not None else self.default_model)
-        info, request, notes = for_task(info, request)
+        info, notes = for_task(info, request)
         check_task(info, request)
         was_loaded = self._loaded
         loaded = self.load_model(info)
@@ -464,17 +464,12 @@ def has_stored_defaults(info: ModelInfo) -> bool:
     return (info.path / APP_DEFAULTS_FILE).is_file()
 
 
-def for_task(info: ModelInfo, request: GenerationRequest) -> tuple[ModelInfo, GenerationRequest, list[str]]:
-    """The model that does the job: inpainting goes to a model's dedicated sibling when it ships one.
-    Settings at the first model's defaults are left open then, so the sibling's own fill them (the
-    window always sends the steps, guidance and sampler it shows: the chosen model's defaults)."""
+def for_task(info: ModelInfo, request: GenerationRequest) -> tuple[ModelInfo, list[str]]:
+    """The model that does the job: inpainting goes to a model's dedicated sibling when it ships one."""
     sibling = inpainting_sibling(info) if request.kind in ("inpaint", "outpaint") else None
     if sibling is None:
-        return info, request, []
-    defaults = read_defaults(info.path)
-    left_open = {k: None for k in ("steps", "guidance", "scheduler") if getattr(request, k) == getattr(defaults, k)}
-    note = f"Inpainting with {sibling.name}, the inpainting edition of {info.name}."
-    return sibling, request.replace(**left_open), [note]
+        return info, []
+    return sibling, [f"Inpainting with {sibling.name}, the inpainting edition of {info.name}."]
 
 
 def check_task(info: ModelInfo, request: GenerationRequest) -> None:

@@ -152,10 +152,16 @@ class PromptPanel(QWidget):
         scheduler = self.scheduler.currentText()
         return GenerationRequest(
             prompt=self.prompt.toPlainText(), negative_prompt=self.negative.toPlainText(),
-            steps=self.steps.value(), guidance=round(self.guidance.value(), 2),
+            steps=self._open_at_default("steps", self.steps.value()),
+            guidance=self._open_at_default("guidance", round(self.guidance.value(), 2)),
             width=self.width_box.value(), height=self.height_box.value(), seed=seed,
-            scheduler=None if scheduler == MODEL_DEFAULT else scheduler, count=self.count.value(),
-            model=self.model_ref())
+            scheduler=None if scheduler == MODEL_DEFAULT else self._open_at_default("scheduler", scheduler),
+            count=self.count.value(), model=self.model_ref())
+
+    def _open_at_default(self, name: str, value):
+        """A setting still at the chosen model's default is left open: the model that runs the job fills it
+        (inpainting with the shipped model runs its sibling, at the sibling's own defaults)."""
+        return None if self._defaults is not None and value == getattr(self._defaults, name) else value
 
     def uses_model_size(self) -> bool:
         """The size is the model's own (an edit then keeps its init image's size)."""
