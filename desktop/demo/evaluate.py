@@ -7,6 +7,7 @@ was), and inpainting (the asked shape inside the mask, the rest unchanged).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -188,6 +189,19 @@ TUNE_GRID = {
 
 # The inpainting sibling's own grid: 25 steps was past the speed budget for the base model already.
 INPAINT_GRID = {**TUNE_GRID, "steps": (10, 15), "guidance": (1.5, 2.0, 3.0, 5.0)}
+
+
+def settings_of(grid: dict) -> itertools.product:
+    """Every (scheduler, steps, guidance) of a grid, in its order."""
+    return itertools.product(grid["scheduler"], grid["steps"], grid["guidance"])
+
+
+def describe(grid: dict) -> str:
+    """A grid as the model card names it: "DPM++ 2M, Euler × steps 10, 15 × guidance 2.0, 3.0"."""
+    return (f"{', '.join(grid['scheduler'])} × steps {', '.join(map(str, grid['steps']))} × guidance "
+            f"{', '.join(map(str, grid['guidance']))}")
+
+
 SPEED_BUDGET_S = 1.0  # the shipped model's budget: at most 1 s per image on the CPU at its defaults
 
 
@@ -204,13 +218,11 @@ def choose(trials: list[dict], n: int) -> dict:
 def tune(engine, model: str, n: int = 36, report=print) -> list[dict]:
     """Every setting of the grid scored on n prompts (`choose` takes the defaults from them)."""
     trials = []
-    for scheduler in TUNE_GRID["scheduler"]:
-        for steps in TUNE_GRID["steps"]:
-            for guidance in TUNE_GRID["guidance"]:
-                result = evaluate(engine, model, steps, guidance, scheduler, n=n)
-                trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance,
-                               **result.scores, "seconds_per_image": result.seconds_per_image})
-                report(f"tune {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: all {100 * result.rate('all'):.0f} %")
+    for scheduler, steps, guidance in settings_of(TUNE_GRID):
+        result = evaluate(engine, model, steps, guidance, scheduler, n=n)
+        trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance,
+                       **result.scores, "seconds_per_image": result.seconds_per_image})
+        report(f"tune {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: all {100 * result.rate('all'):.0f} %")
     return trials
 
 
@@ -218,13 +230,10 @@ def tune_inpainting(engine, model: str, n: int = 24, report=print) -> list[dict]
     """Every setting of INPAINT_GRID scored on n inpainting cases other than the card's, with `model`
     the inpainting sibling itself (its defaults are its own)."""
     trials = []
-    for scheduler in INPAINT_GRID["scheduler"]:
-        for steps in INPAINT_GRID["steps"]:
-            for guidance in INPAINT_GRID["guidance"]:
-                suite = evaluate_inpainting(engine, model, n, TUNING_CASES, steps=steps, guidance=guidance,
-                                            scheduler=scheduler)
-                trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance, "all": suite["rate"],
-                               "seconds_per_image": suite["seconds_per_image"]})
-                report(f"tune inpainting {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: "
-                       f"{100 * suite['rate']:.0f} %")
+    for scheduler, steps, guidance in settings_of(INPAINT_GRID):
+        suite = evaluate_inpainting(engine, model, n, TUNING_CASES, steps=steps, guidance=guidance,
+                                    scheduler=scheduler)
+        trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance, "all": suite["rate"],
+                       "seconds_per_image": suite["seconds_per_image"]})
+        report(f"tune inpainting {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: {100 * suite['rate']:.0f} %")
     return trials

@@ -78,8 +78,7 @@ def store_defaults(out: Path, trials: list[dict], tune_prompts: int) -> dict:
     facts["tuning"] = trials
     facts["defaults"] = {**facts.get("defaults", PROVISIONAL_DEFAULTS), **chosen}
     facts["defaults_note"] = (
-        f"A grid of {len(trials)} settings ({', '.join(ev.TUNE_GRID['scheduler'])} × steps "
-        f"{', '.join(map(str, ev.TUNE_GRID['steps']))} × guidance {', '.join(map(str, ev.TUNE_GRID['guidance']))}) "
+        f"A grid of {len(trials)} settings ({ev.describe(ev.TUNE_GRID)}) "
         f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-attributes-right. Among the "
         f"settings within the budget of {ev.SPEED_BUDGET_S:g} s per image, the cheapest within one prompt of the best "
         "of them was chosen.")
@@ -100,8 +99,7 @@ def store_inpaint_defaults(out: Path, trials: list[dict], cases: int) -> dict:
     facts["inpaint_defaults"] = {**facts["defaults"], **chosen}
     facts["inpaint_defaults_note"] = (
         f"The inpainting sibling has defaults of its own, chosen by the same rule on a grid of {len(trials)} "
-        f"settings ({', '.join(ev.INPAINT_GRID['scheduler'])} × steps {', '.join(map(str, ev.INPAINT_GRID['steps']))} "
-        f"× guidance {', '.join(map(str, ev.INPAINT_GRID['guidance']))}), scored on {cases} inpainting cases other "
+        f"settings ({ev.describe(ev.INPAINT_GRID)}), scored on {cases} inpainting cases other "
         f"than the card's; the best placed {100 * best:.0f} % of the asked shapes right.")
     export.write_defaults(export.inpainting_sibling(out), facts["inpaint_defaults"])
     (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
