@@ -295,6 +295,43 @@ def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():
     assert not vae.training and not any(p.requires_grad for p in vae.parameters())
 
 
+def test_the_denoised_pass_decodes_from_what_the_base_unet_predicts():
+    import torch
+
+    from PIL import Image
+
+    from desktop.demo import finetune
+    from desktop.demo.train import pixels_tensor
+    from test_shipped_model import SHIPPED
+
+    vae, text_encoder, tokenizer, unet = finetune.load_components(SHIPPED)
+    for module in (vae, text_encoder, unet):
+        module.eval().requires_grad_(False)
+    denoiser = (unet, text_encoder, tokenizer)
+    samples = [render(seed) for seed in range(4)]
+    cfg = dataclasses.replace(finetune.FINETUNE_PRESETS["quick"], denoised_share=1.0, denoised_t_max=100)
+    with torch.no_grad():
+        latents = vae.encode(pixels_tensor([s.image for s in samples])).latent_dist.mean
+        torch.manual_seed(0)
+        predicted = finetune.predicted_latents(vae, latents, [s.caption for s in samples], denoiser, cfg)
+        decoded = ((vae.decode(predicted).sample.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+        torch.manual_seed(0)
+        half = finetune.predicted_latents(vae, latents, [s.caption for s in samples], denoiser,
+                                          dataclasses.replace(cfg, denoised_share=0.5))
+    assert not any(torch.equal(p, latent) for p, latent in zip(predicted, latents))  # the UNet's, not the encoder's
+    for sample, pixels in zip(samples, decoded):  # ... and a prediction of the same image
+        seen, truth = judge(Image.fromarray(pixels.numpy())), judge(sample.image)
+        assert (seen.colour, seen.shape, seen.background) == (truth.colour, truth.shape, truth.background)
+    assert all(torch.equal(h, latent) or torch.equal(h, p) for h, latent, p in zip(half, latents, predicted))
+
+    before = {name: value.clone() for name, value in vae.state_dict().items()}
+    cfg = dataclasses.replace(cfg, denoised_steps=3, tail_pool=4, tail_batch=2)
+    losses = finetune.finetune_decoder_tail(vae, cfg, lambda line: None, denoiser)
+    changed = {name for name, value in vae.state_dict().items() if not torch.equal(value, before[name])}
+    assert len(losses) == 3 and changed
+    assert all(name.startswith(("decoder.up_blocks.3.", "decoder.conv_norm_out.", "decoder.conv_out.")) for name in changed)
+
+
 def test_the_size_and_position_words_get_directions_of_their_own():
     import torch
 

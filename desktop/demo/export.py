@@ -118,7 +118,7 @@ def write_card(folder: Path, facts: dict) -> None:
     first = facts.get("first_edition") or {}
     h1, g = first.get("history") or {}, facts.get("growth") or {}
     c1, cg = h1.get("config") or {}, g.get("config") or {}
-    fb, fa = g.get("frame_error_before", {}), g.get("frame_error_after", {})
+    fb, fa, fd = (g.get(f"frame_error_{k}", {}) for k in ("before", "after", "denoised"))
     text = f"""# {MODEL_NAME} (second edition) and {MODEL_NAME}{INPAINT_SUFFIX}
 
 Two small latent diffusion models, trained by the Latent Studio project so that the app generates and
@@ -212,9 +212,16 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    Trained on one-shape images alone, the sibling had learned that a mask over plain background is
    to be filled with background, and drew nothing in 11 of the 12 corner boxes it failed of 24.
    It predicts v like its base and shares its text encoder (frozen here). Final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
+6. **The decoder meets the denoiser.** Round trips were clean, yet 5 of the card's 72 generated images
+   had a faint line along one side (an outermost row or column 10–13 off the background): sampling
+   ends on the UNet's prediction of the latents, not on the encoder's, and the decoder had only seen
+   the encoder's. The tail pass ran again ({cg.get('denoised_steps', '?')} steps, lr {cg.get('denoised_lr', '?')}, {cg.get('tail_pool', 0):,} new images), half of them
+   decoded from what the finished base UNet predicts from the image noised to a t below {cg.get('denoised_t_max', '?')}
+   with its caption at guidance {cg.get('denoised_guidance', '?')} (sampling's last step, at 10 steps, predicts from t = 99). Round-trip error
+   afterwards: outermost ring {fd.get('frame', float('nan')):.1f}, corners {fd.get('corners', float('nan')):.1f}, inside {fd.get('inside', float('nan')):.1f}. {g.get('denoised_note', '')}
 
 Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
-{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')} {g.get('inpaint_note', '')}
+{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min, decoder on the denoiser {g.get('denoised_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')} {g.get('inpaint_note', '')}
 No accelerator was used for the second edition.
 
 ```bash
