@@ -51,7 +51,7 @@ class FinetuneConfig:
     denoised_steps: int = 1500  # stage 6: the tail again, half its pool decoded from the base UNet's predictions
     denoised_lr: float = 5e-4
     denoised_t_max: int = 250
-    denoised_guidance: float = 2.0  # the base model's default
+    denoised_guidance: float = 2.0  # the base model's default when stage 6 was made (1.5 since)
     denoised_share: float = 0.5
     pool: int = 20_000
     unet_steps: int = 2000
@@ -254,8 +254,8 @@ def finetune_decoder_tail(vae, cfg: FinetuneConfig, report: Callable[[str], None
 
 def predicted_latents(vae, latents, captions: list[str], denoiser: tuple, cfg: FinetuneConfig):
     """A share (cfg.denoised_share) of a batch of (unscaled) latents replaced by the UNet's prediction of
-    them, x̂₀, from the latents noised to a t below cfg.denoised_t_max, with their captions at the default
-    guidance: what the last step of sampling (t = 99 at 10 steps) returns."""
+    them, x̂₀, from the latents noised to a t below cfg.denoised_t_max, with their captions at
+    cfg.denoised_guidance: what the last step of sampling (t = 99 at 10 steps) returns."""
     import torch
     from diffusers import DDPMScheduler
 
