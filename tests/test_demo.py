@@ -359,14 +359,13 @@ def test_the_size_and_position_words_get_directions_of_their_own():
 
 def test_the_high_t_half_of_a_batch_is_drawn_from_the_top_of_the_schedule():
     import torch
-    from diffusers import DDPMScheduler
 
     from desktop.demo import architecture, finetune
     from desktop.demo.train import denoising_loss
     from test_shipped_model import SHIPPED
 
     _, text_encoder, tokenizer, unet = finetune.load_components(SHIPPED)
-    alphas = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    alphas = architecture.training_alphas()
     seen = []
     unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
     ids = tokenizer(["a red circle on a blue background"] * 8, padding="max_length",
@@ -384,15 +383,13 @@ def test_v_prediction_trains_on_a_schedule_that_ends_in_pure_noise():
     """Zero terminal SNR: at t = T nothing of the image is left, so v = -x0 and only the caption can
     say where the shape goes; the exported base model is sampled on the same schedule."""
     import torch
-    from diffusers import DDPMScheduler
 
     from desktop.demo import architecture, finetune
     from desktop.demo.train import denoising_loss
     from test_shipped_model import SHIPPED
 
     scheduler = architecture.build_scheduler(v_prediction=True)
-    alphas = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
-    plain = DDPMScheduler.from_config(architecture.build_scheduler().config).alphas_cumprod
+    alphas, plain = architecture.training_alphas(v_prediction=True), architecture.training_alphas()
     assert float(alphas[-1]) == 0.0 and float(plain[-1]) > 0.004 and float(alphas[0]) > 0.99
     assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
 

@@ -71,5 +71,12 @@ def build_scheduler(v_prediction: bool = False):
     )
 
 
+def training_alphas(v_prediction: bool = False):
+    """ᾱ_t of `build_scheduler`'s schedule, for t = 0..999: what the denoising losses noise with."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(build_scheduler(v_prediction).config).alphas_cumprod
+
+
 def parameter_count(module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -31,7 +31,7 @@ from desktop.demo import architecture
 from desktop.demo.domain import COLOURS, POSITIONS, position_phrases
 from desktop.demo.export import FRAME, FRAME_WEIGHT  # pixels of the border the decoder's loss weighs up
 from desktop.demo.render import add_shape, apart, render
-from desktop.demo.train import EMA, Checkpoints, _lr_lambda, denoising_loss, images_tensor, pixels_tensor
+from desktop.demo.train import EMA, Checkpoints, _lr_lambda, denoising_loss, images_tensor, mean_tail, pixels_tensor
 
 
 
@@ -65,6 +65,7 @@ class FinetuneConfig:
     inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
     inpaint_added: float = 0.35  # share of the inpainting pool with a second shape added, masked and captioned
+    inpaint_high_t: int | None = None  # half of each batch at t >= this (where colour and layout are decided)
     words_steps: int = 2500  # stage 4: the size and position words
     words_lr: float = 3e-4  # UNet
     words_text_lr: float = 1e-3  # text encoder
@@ -257,10 +258,9 @@ def predicted_latents(vae, latents, captions: list[str], denoiser: tuple, cfg: F
     them, x̂₀, from the latents noised to a t below cfg.denoised_t_max, with their captions at
     cfg.denoised_guidance: what the last step of sampling (t = 99 at 10 steps) returns."""
     import torch
-    from diffusers import DDPMScheduler
 
     unet, text_encoder, tokenizer = denoiser
-    alphas = DDPMScheduler.from_config(architecture.build_scheduler(v_prediction=True).config).alphas_cumprod
+    alphas = architecture.training_alphas(v_prediction=True)
     ids = token_ids(tokenizer, captions)
     n, scale = len(captions), vae.config.scaling_factor
     states = text_encoder(torch.stack([ids[""]] * n + [ids[c] for c in captions]))[0]
@@ -451,9 +451,8 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     ids), see `probe_loss`; the head trains and is returned after the text encoder.
     """
     import torch
-    from diffusers import DDPMScheduler
 
-    alphas = DDPMScheduler.from_config(architecture.build_scheduler(v_prediction).config).alphas_cumprod
+    alphas = architecture.training_alphas(v_prediction)
     modules = [unet, text_encoder] if train_text else [unet]
     modules += [probe[0]] if probe else []
     params = [p for m in modules for p in m.parameters()]
@@ -537,7 +536,7 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     decoder_pass("corners", lambda: finetune_decoder(vae, cfg, report, corners=True))
     decoder_pass("tail", lambda: finetune_decoder_tail(vae, cfg, report))
     after = report_frame_error(vae, before, report)
-    decoder_seconds = time.monotonic() - started
+    decoder_seconds, decoder_final_loss = time.monotonic() - started, mean_tail(decoder_losses, 50)
 
     tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
     extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
@@ -558,18 +557,8 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     (words_unet, words_text), words_losses, words_seconds = learn_words(
         unet_ema, text_ema, tokenizer, lambda rng: caption_batch(rng, placed_half=True), cfg, checkpoints, report)
 
-    latents, masks, masked, inpaint_captions = inpaint_pool(vae, cfg, report)
-    inpaint_ids = token_ids(tokenizer, inpaint_captions)
-    inpainter = nine_channel_unet(words_unet)
-
-    def inpaint_batch(rng):
-        picks = [rng.randrange(len(inpaint_captions)) for _ in range(cfg.unet_batch)]
-        texts = ["" if rng.random() < cfg.empty_caption else inpaint_captions[i] for i in picks]
-        return latents[picks], torch.stack([inpaint_ids[t] for t in texts]), torch.cat([masks[picks], masked[picks]], 1)
-
-    (inpaint_ema,), inpaint_losses, inpaint_seconds = fit(
-        inpainter, words_text, inpaint_batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg, "inpainter", checkpoints,
-        report, train_text=False, v_prediction=True)
+    inpaint_ema, inpaint_losses, inpaint_seconds = train_inpainter(vae, words_unet, words_text, tokenizer, cfg,
+                                                                   checkpoints, report)
 
     denoised_started = time.monotonic()  # stage 6: the decoder meets the finished base UNet
     decoder_pass("denoised", lambda: finetune_decoder_tail(vae, cfg, report, (words_unet, words_text, tokenizer)))
@@ -578,15 +567,34 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     history = {
         "config": asdict(cfg), "threads": torch.get_num_threads(),
         "frame_error_before": before, "frame_error_after": after, "frame_error_denoised": denoised,
-        "decoder_final_loss": sum(decoder_losses[-50:]) / max(1, len(decoder_losses[-50:])),
-        "unet_final_loss": sum(unet_losses[-200:]) / max(1, len(unet_losses[-200:])),
-        "inpaint_final_loss": sum(inpaint_losses[-200:]) / max(1, len(inpaint_losses[-200:])),
-        "words_final_loss": sum(words_losses[-200:]) / max(1, len(words_losses[-200:])),
+        "decoder_final_loss": decoder_final_loss, "denoised_final_loss": mean_tail(decoder_losses, 50),
+        "unet_final_loss": mean_tail(unet_losses), "inpaint_final_loss": mean_tail(inpaint_losses),
+        "words_final_loss": mean_tail(words_losses),
         "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
         "words_seconds": words_seconds, "denoised_seconds": denoised_seconds,
         "total_seconds": time.monotonic() - started,
     }
     return Edition(vae, words_text, words_unet, inpaint_ema, tokenizer, cfg, history, v_prediction=True)
+
+
+def train_inpainter(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, checkpoints: Checkpoints,
+                    report: Callable[[str], None]):
+    """Stage 5: a 9-channel copy of the finished base `unet` learns to inpaint (its text encoder frozen).
+    Returns the EMA copy, the losses and the seconds."""
+    import torch
+
+    latents, masks, masked, captions = inpaint_pool(vae, cfg, report)
+    ids_of = token_ids(tokenizer, captions)
+
+    def batch(rng):
+        picks = [rng.randrange(len(captions)) for _ in range(cfg.unet_batch)]
+        texts = ["" if rng.random() < cfg.empty_caption else captions[i] for i in picks]
+        return latents[picks], torch.stack([ids_of[t] for t in texts]), torch.cat([masks[picks], masked[picks]], 1)
+
+    (ema,), losses, seconds = fit(nine_channel_unet(unet), text_encoder, batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg,
+                                  "inpainter", checkpoints, report, train_text=False, v_prediction=True,
+                                  high_t=cfg.inpaint_high_t)
+    return ema, losses, seconds
 
 
 def learn_words(unet, text_encoder, tokenizer, batch: Callable, cfg: FinetuneConfig, checkpoints: Checkpoints,

@@ -111,6 +111,11 @@ class EMA:
             shadow.load_state_dict(module.state_dict())
 
 
+def mean_tail(losses: list[float], last: int = 200) -> float:
+    """The mean of a stage's last losses: its final loss, as the card reports it."""
+    return sum(losses[-last:]) / max(1, len(losses[-last:]))
+
+
 class Checkpoints:
     """A run's progress on disk: `vae.pt` once stage 1 is done, `denoiser.pt` every few hundred steps.
 
@@ -236,7 +241,6 @@ def denoising_loss(unet, states, x0, alphas, offset_noise: float, extra=None, hi
 def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callable[[str], None],
                    deadline: float | None, checkpoints: Checkpoints):
     import torch
-    from diffusers import DDPMScheduler
 
     latents, captions = encode_pool(vae, cfg, device)
     report(f"encoded {len(captions)} training images; latent scaling factor {vae.config.scaling_factor:.4f}")
@@ -245,8 +249,7 @@ def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callab
     torch.manual_seed(cfg.seed + 2)
     text_encoder = architecture.build_text_encoder(tokenizer).to(device).train()
     unet = architecture.build_unet().to(device).train()
-    noise_schedule = DDPMScheduler.from_config(architecture.build_scheduler().config)
-    alphas = noise_schedule.alphas_cumprod.to(device)
+    alphas = architecture.training_alphas().to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps))
@@ -338,9 +341,9 @@ def train(cfg: TrainConfig, device: str, work_dir: Path, report: Callable[[str],
         "threads": torch.get_num_threads(),
         "vae_seconds": vae_seconds,
         "total_seconds": vae_seconds + unet_seconds,
-        "vae_final_loss": sum(vae_losses[-50:]) / max(1, len(vae_losses[-50:])),
+        "vae_final_loss": mean_tail(vae_losses, 50),
         "vae_round_trip_accuracy": vae_accuracy,
-        "unet_final_loss": sum(unet_losses[-200:]) / max(1, len(unet_losses[-200:])),
+        "unet_final_loss": mean_tail(unet_losses),
         "unet_steps_done": unet_steps,
     }
     return Trained(vae.cpu(), text_encoder.cpu(), unet.cpu(), tokenizer, cfg, history)
