@@ -65,7 +65,6 @@ class FinetuneConfig:
     inpaint_steps: int = 1200
     inpaint_lr: float = 2e-4
     inpaint_added: float = 0.35  # share of the inpainting pool with a second shape added, masked and captioned
-    inpaint_high_t: int | None = None  # half of each batch at t >= this (where colour and layout are decided)
     words_steps: int = 2500  # stage 4: the size and position words
     words_lr: float = 3e-4  # UNet
     words_text_lr: float = 1e-3  # text encoder
@@ -592,8 +591,7 @@ def train_inpainter(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, che
         return latents[picks], torch.stack([ids_of[t] for t in texts]), torch.cat([masks[picks], masked[picks]], 1)
 
     (ema,), losses, seconds = fit(nine_channel_unet(unet), text_encoder, batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg,
-                                  "inpainter", checkpoints, report, train_text=False, v_prediction=True,
-                                  high_t=cfg.inpaint_high_t)
+                                  "inpainter", checkpoints, report, train_text=False, v_prediction=True)
     return ema, losses, seconds
 
 
