@@ -403,6 +403,35 @@ def test_v_prediction_trains_on_a_schedule_that_ends_in_pure_noise():
         assert float(denoising_loss(unet, text_encoder(ids)[0], x0, at_the_end, 0.0)) > 0.5  # ε is not -x0
 
 
+def test_the_inpainting_loss_weighs_the_masked_region_and_keeps_each_images_mean_weight():
+    """With mask_weight 4 an error inside a quarter mask costs 5 / 2 of the plain loss, one outside it
+    1 / 2; a mask over the whole image changes nothing."""
+    import torch
+
+    from desktop.demo import architecture, finetune
+    from desktop.demo.train import denoising_loss
+    from test_shipped_model import SHIPPED
+
+    _, text_encoder, tokenizer, unet = finetune.load_components(SHIPPED)
+    unet = finetune.nine_channel_unet(unet)
+    x0, inside = torch.randn(2, 4, 16, 16), torch.zeros(2, 1, 16, 16)
+    inside[:, :, :8, :8] = 1
+    error = [inside]
+    unet.register_forward_hook(lambda module, args, output: type(output)(sample=-x0 + error[0]))  # v = -x0 at T
+    ids = tokenizer([""] * 2, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    at_the_end = architecture.training_alphas(v_prediction=True)[-1:]
+
+    def loss(mask, weight):
+        extra = torch.cat([mask, torch.zeros_like(x0)], 1)
+        with torch.no_grad():
+            return float(denoising_loss(unet, text_encoder(ids)[0], x0, at_the_end, 0.0, extra, None, True, weight))
+
+    assert loss(inside, 0.0) == pytest.approx(0.25) and loss(inside, 4.0) == pytest.approx(0.25 * 5 / 2)
+    error[0] = 1 - inside
+    assert loss(inside, 4.0) == pytest.approx(0.75 / 2)
+    assert loss(torch.ones_like(inside), 4.0) == pytest.approx(loss(torch.ones_like(inside), 0.0))
+
+
 def test_the_probe_reads_row_column_and_size_from_the_token_ids():
     import torch
 

@@ -155,8 +155,8 @@ def test_inpainting_goes_through_the_sibling_and_keeps_the_rest(engine):
 
 
 def test_the_sibling_draws_what_is_asked(engine):
-    """At its own defaults (75 % of the card's cases; the target, 90 %, is not met yet)."""
-    assert sum(inpaint_with_the_shipped_model(engine, 4)) >= 3
+    """At its own defaults (91.7 % of the card's 24 cases; here the first 6, of which it misses one)."""
+    assert sum(inpaint_with_the_shipped_model(engine, 6)) >= 5
 
 
 def test_the_sibling_can_be_picked_but_only_inpaints(engine):

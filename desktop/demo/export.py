@@ -211,6 +211,8 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    margin that leaves the first alone, and the caption names the added shape only: "add a shape here".
    Trained on one-shape images alone, the sibling had learned that a mask over plain background is
    to be filled with background, and drew nothing in 11 of the 12 corner boxes it failed of 24.
+   The error inside the mask counts {1 + cg.get('inpaint_mask_weight', 0):g} times as much as outside it (each image's weights
+   averaging 1): outside it the masked image gives the answer away, and inside is what the user asks for.
    It predicts v like its base and shares its text encoder (frozen here). Final loss {g.get('inpaint_final_loss', float('nan')):.4f}.
 6. **The decoder meets the denoiser.** Round trips were clean, yet 5 of the card's 72 generated images
    had a faint line along one side (an outermost row or column 10–13 off the background): sampling

@@ -217,11 +217,12 @@ def encode_pool(vae, cfg: TrainConfig, device: str):
 
 
 def denoising_loss(unet, states, x0, alphas, offset_noise: float, extra=None, high_t: int | None = None,
-                   v_prediction: bool = False):
+                   v_prediction: bool = False, mask_weight: float = 0.0):
     """The denoising loss at uniform timesteps, with offset noise: the error of the predicted ε, or with
     `v_prediction` of v = √ᾱ·ε − √(1−ᾱ)·x₀. `states`: the text encoder's output for the captions;
     `extra`: more UNet input channels (the inpainting UNet's mask and masked-image latents); `high_t`: the
-    batch's second half draws t >= this instead.
+    batch's second half draws t >= this instead; `mask_weight`: the error inside the mask (extra's first
+    channel) counts 1 + this times as much as outside it, each image's weights averaging 1.
     """
     import torch
     import torch.nn.functional as F
@@ -235,7 +236,11 @@ def denoising_loss(unet, states, x0, alphas, offset_noise: float, extra=None, hi
     noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
     inputs = noisy if extra is None else torch.cat([noisy, extra], dim=1)
     target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_prediction else noise
-    return F.mse_loss(unet(inputs, t, states).sample, target)
+    prediction = unet(inputs, t, states).sample
+    if not mask_weight:
+        return F.mse_loss(prediction, target)
+    weights = 1 + mask_weight * extra[:, :1]
+    return ((prediction - target) ** 2 * weights / weights.mean(dim=(1, 2, 3), keepdim=True)).mean()
 
 
 def train_denoiser(vae, cfg: TrainConfig, device: str, tokenizer, report: Callable[[str], None],
