@@ -59,6 +59,15 @@ def test_precision_override_and_bad_value(hardware):
         pick_precision("cpu", "int4")
 
 
+def test_a_models_own_precision_beats_the_rule_not_the_user(hardware):
+    hardware(bf16=True)
+    assert pick_precision("cpu", "auto", "fp32") == "fp32"  # measured by the model's maker
+    assert pick_precision("cpu", None, "") == "bf16"  # the model names none: the rule
+    assert pick_precision("cpu", "bf16", "fp32") == "bf16"  # the user's explicit choice wins
+    assert pick_precision("cpu", "auto", "fp64") == "bf16"  # a name the app does not know is ignored
+    assert Placement.choose("cpu", "auto", "fp32") == Placement("cpu", "fp32")
+
+
 @pytest.mark.parametrize("text, expected", [
     ("flags\t\t: fpu sse2 avx2 fma\n", False),  # AVX2 only: bf16 is emulated
     ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", True),

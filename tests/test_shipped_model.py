@@ -63,6 +63,20 @@ def test_generate_works_right_after_install_offline(tmp_path):
     assert (verdict.colour, verdict.background) == ("red", "blue")
 
 
+def test_auto_precision_runs_both_models_as_measured(monkeypatch, tiny_model):
+    """On a CPU with native bf16 the rule says bf16, which costs these small models quality for no speed."""
+    from desktop.engine import devices
+    from desktop.engine.generation import Engine, EngineOptions
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    engine = Engine(options=EngineOptions(device="cpu", precision="auto"))
+    for folder in (SHIPPED, SIBLING):
+        assert engine.load(str(folder)).placement.precision == "fp32"
+    assert engine.load(str(tiny_model)).placement.precision == "bf16"  # a model that names none: the rule
+    engine = Engine(options=EngineOptions(device="cpu", precision="bf16"))
+    assert engine.load(str(SHIPPED)).placement.precision == "bf16"  # the user's choice wins
+
+
 # Sizes and positions, one prompt each, seeds held fixed.
 PLACED = [("small", "red", "circle", "top left", "blue", 21), ("large", "green", "square", None, "yellow", 22),
           ("small", "yellow", "triangle", "bottom right", "purple", 23), ("medium", "blue", "circle", "right", "white", 24),

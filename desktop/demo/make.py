@@ -30,7 +30,7 @@ def hardware(device: str) -> str:
 def _engine(device: str):
     from desktop.engine.generation import Engine, EngineOptions
 
-    return Engine(options=EngineOptions(device=device, precision="fp32"))
+    return Engine(options=EngineOptions(device=device, precision=export.PRECISION))
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -118,10 +118,11 @@ def evaluate_model(model: str | Path, device: str, write_card: bool = False, she
     if write_card:
         facts = json.loads((folder / FACTS_FILE).read_text())
         facts["eval_table"] = result.table()
-        facts["speed_note"] = (f"Evaluated on {hardware(engine.loaded.placement.device)} in fp32: "
+        placement = engine.loaded.placement
+        facts["speed_note"] = (f"Evaluated on {hardware(placement.device)} in {placement.precision}: "
                                f"{result.seconds_per_image:.2f} s per image at the defaults, model load included "
                                "in the first.")
-        facts["evaluation"] = {"scores": result.scores, "rows": result.rows, "device": engine.loaded.placement.device}
+        facts["evaluation"] = {"scores": result.scores, "rows": result.rows, "device": placement.device}
         (folder / FACTS_FILE).write_text(json.dumps(facts, indent=2))
         export.write_card(folder, facts)
         contact_sheet(result.images).save(folder / "samples.png")

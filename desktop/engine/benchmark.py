@@ -176,13 +176,14 @@ def worker_variant(spec: dict) -> dict:
     engine.generate(_request(64, 1, spec["model"]))
     loaded.processor.sliced_calls = 0
     with PeakMemory(loaded.placement.device) as mem:
-        result = engine.generate(_request(spec["size"], spec["steps"], spec["model"]))
+        result, image_s = _timed(lambda: engine.generate(_request(spec["size"], spec["steps"], spec["model"])))
     steps = result.step_seconds[1:] or result.step_seconds  # the first step includes one-off warm-up
     report = {
         "device": loaded.placement.device,
         "precision": loaded.placement.precision,
         "sec_per_step": statistics.median(steps),
         "decode_s": result.timings["decode"],
+        "image_s": image_s,
         "peak_mb": mem.delta_mb,
         "sliced_calls": loaded.processor.sliced_calls,
     }
@@ -678,7 +679,10 @@ def format_table(results: dict) -> str:
             lines.append(f"  {size:>5} {variant:>8} {row['sec_per_step']:8.2f} {row['decode_s']:9.2f}"
                          f" {row['peak_mb']:9.0f} {row['sliced_calls']:7d}")
     if "precision_psnr_db" in results:
-        lines.append(f"  PSNR bf16 vs fp32: {results['precision_psnr_db']:.1f} dB")
+        fp32, bf16 = results["precision"]
+        lines.append(f"  bf16 over fp32: {fp32['sec_per_step'] / bf16['sec_per_step']:.2f}x per step, "
+                     f"{fp32['image_s'] / bf16['image_s']:.2f}x per image ({fp32['image_s']:.1f} vs {bf16['image_s']:.1f} s, "
+                     f"{results['steps']} steps); PSNR {results['precision_psnr_db']:.1f} dB")
     if "edit" in results:
         lines += ["", *_edit_lines(results)]
     if "lora" in results:

@@ -85,9 +85,12 @@ def pick_device(requested: str | None = None) -> str:
     return choice
 
 
-def pick_precision(device: str, requested: str | None = None) -> str:
-    """fp16 on GPUs; on CPU bf16 only where the hardware has it, else fp32. An explicit choice wins."""
+def pick_precision(device: str, requested: str | None = None, model_precision: str | None = None) -> str:
+    """fp16 on GPUs; on CPU bf16 only where the hardware has it, else fp32. An explicit choice wins over
+    the precision a model names for itself (the one its maker measured it in), which wins over the rule."""
     choice = (requested or "auto").strip().lower()
+    if choice == "auto" and model_precision in PRECISIONS:
+        return model_precision
     if choice != "auto":
         if choice not in PRECISIONS:
             raise LatentStudioError(f"Unknown precision {choice!r}: choose auto, fp32, fp16 or bf16.")
@@ -113,9 +116,10 @@ class Placement:
     precision: str
 
     @classmethod
-    def choose(cls, device: str | None = None, precision: str | None = None) -> "Placement":
+    def choose(cls, device: str | None = None, precision: str | None = None,
+               model_precision: str | None = None) -> "Placement":
         dev = pick_device(device)
-        return cls(dev, pick_precision(dev, precision))
+        return cls(dev, pick_precision(dev, precision, model_precision))
 
 
 def release_memory(device: str) -> None:

@@ -142,7 +142,8 @@ class Engine:
         return self.load_model(self.registry.resolve(spec if spec is not None else self.default_model))
 
     def load_model(self, info: ModelInfo) -> LoadedModel:
-        placement = Placement.choose(self.options.device, self.options.precision)
+        defaults = read_defaults(info.path)
+        placement = Placement.choose(self.options.device, self.options.precision, defaults.precision)
         current = self._loaded
         offload = self.options.low_memory and placement.device in OFFLOAD_DEVICES
         if current and current.info.path == info.path and current.placement == placement and current.offload == offload:
@@ -152,7 +153,7 @@ class Engine:
         if self.options.fast_decode == "require" and tiny is None:
             raise LatentStudioError(tiny_vae.missing_message(info))  # before the model loads for nothing
         self.unload()
-        self._loaded = self._load(info, placement, tiny, offload)
+        self._loaded = self._load(info, defaults, placement, tiny, offload)
         return self._loaded
 
     def unload(self) -> None:
@@ -161,7 +162,8 @@ class Engine:
             self._loaded = None
             release_memory(device)
 
-    def _load(self, info: ModelInfo, placement: Placement, tiny: ModelInfo | None, offload: bool) -> LoadedModel:
+    def _load(self, info: ModelInfo, defaults: ModelDefaults, placement: Placement, tiny: ModelInfo | None,
+              offload: bool) -> LoadedModel:
         import torch
 
         start = time.perf_counter()
@@ -191,7 +193,7 @@ class Engine:
             pipe=pipe,
             processor=processor,
             base_scheduler_config=dict(pipe.scheduler.config),
-            defaults=read_defaults(info.path),
+            defaults=defaults,
             fast=fast,
             previewer=LatentPreviewer(PreviewFactors.for_model(info.path, is_sdxl=info.kind.startswith("SDXL"))),
             encode_clock=clock,

@@ -59,6 +59,7 @@ class ModelDefaults:
     negative_prompt: str = ""
     example_prompt: str = ""
     inpainting_model: str = ""  # a sibling folder (same parent) that inpaints for this model
+    precision: str = ""  # what `auto` runs it in, where its maker measured that the usual rule costs quality
 
 
 
