@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
     evaluate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     evaluate.add_argument("--card", action="store_true", help="rewrite the model card with the result")
-    evaluate.add_argument("--sheet", type=Path, help="save a contact sheet of the 48 images")
+    evaluate.add_argument("--sheet", type=Path, help="save a contact sheet of the judged images")
     evaluate.add_argument("--edits", action="store_true", help="also judge image to image and inpainting")
     evaluate.add_argument("--json", action="store_true")
 

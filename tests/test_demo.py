@@ -473,3 +473,36 @@ def test_the_text_encoder_tells_every_position_apart():
     places = {p: encoded(domain.caption("red", "circle", "blue", "small", p)) for p in domain.POSITIONS}
     closest = min(float((places[a] - places[b]).norm()) for a in places for b in places if a < b)
     assert closest > 0.25 * colours, (closest, colours)
+
+def test_the_polish_stage_trains_a_copy_of_the_base_unet_at_low_t_alone():
+    import torch
+
+    from desktop.demo import architecture, finetune
+    from desktop.demo.train import Checkpoints, denoising_loss
+    from test_shipped_model import SHIPPED
+
+    seen = []
+
+    def unet(inputs, t, states):  # a stand-in that records the timesteps the loss draws
+        seen.append(t)
+        return type("Out", (), {"sample": inputs * 0})()
+
+    alphas = architecture.training_alphas(v_prediction=True)
+    x0, states = torch.randn(64, 4, 16, 16), torch.zeros(64, 32, 128)
+    for _ in range(5):
+        denoising_loss(unet, states, x0, alphas, 0.0, v_prediction=True, t_below=300)
+    drawn = torch.cat(seen)
+    assert int(drawn.max()) < 300 and int(drawn.min()) >= 0 and len(set(drawn.tolist())) > 100
+
+    vae, text_encoder, tokenizer, base = finetune.load_components(SHIPPED)
+    for module in (vae, text_encoder, base):
+        module.eval().requires_grad_(False)
+    before = {name: value.clone() for name, value in base.state_dict().items()}
+    text_before = {name: value.clone() for name, value in text_encoder.state_dict().items()}
+    cfg = dataclasses.replace(finetune.FINETUNE_PRESETS["quick"], polish_steps=3, polish_pool=8, unet_batch=4)
+    polished, losses, _ = finetune.polish_low_t(vae, base, text_encoder, tokenizer, cfg, Checkpoints(None, cfg, False),
+                                                lambda line: None)
+    assert len(losses) == 3 and polished is not base
+    assert all(torch.equal(value, before[name]) for name, value in base.state_dict().items())  # the input is kept
+    assert any(not torch.equal(value, before[name]) for name, value in polished.state_dict().items())
+    assert all(torch.equal(value, text_before[name]) for name, value in text_encoder.state_dict().items())

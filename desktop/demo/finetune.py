@@ -15,12 +15,15 @@ Each stage keeps the latent space of the first edition (its encoder is frozen), 
 5. a copy of that UNet with 9 input channels (latents, mask, masked-image latents) learns to inpaint,
    adding a shape to an image that has one included, under the base model's (frozen) text encoder;
 6. the decoder's last block learns to draw what the finished base UNet predicts (sampling ends on such a
-   prediction), not only what the encoder gives: the faint lines along a side of generated images go.
+   prediction), not only what the encoder gives: the faint lines along a side of generated images go;
+7. a copy of the finished base UNet trains at low t alone, where sampling ends and image to image at low
+   strength works: the corners of small squares, drawn round there, come back.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -75,6 +78,11 @@ class FinetuneConfig:
     words_embedding_lr: float = 3e-3  # its word embeddings
     words_high_t: int = 700  # half of each batch at t >= this, from captions naming a position
     words_probe: float = 0.1  # the weight of the probe's loss (`probe_loss`)
+    polish_steps: int = 600  # stage 7: the finished base UNet at low t alone, where sampling's last steps run
+    polish_lr: float = 5e-5
+    polish_t_below: int = 300
+    polish_pool: int = 4096
+    polish_ema: float = 0.995
     checkpoint_every: int = 250
 
 
@@ -82,7 +90,7 @@ FINETUNE_PRESETS = {
     "full": FinetuneConfig(),
     "quick": FinetuneConfig(decoder_steps=10, decoder_batch=2, pool=128, unet_steps=20, unet_batch=8, warmup=5,
                             inpaint_pool=64, inpaint_steps=10, checkpoint_every=10, tail_steps=5, tail_pool=8,
-                            tail_batch=4, words_steps=10, denoised_steps=5),
+                            tail_batch=4, words_steps=10, denoised_steps=5, polish_steps=5, polish_pool=16),
 }
 
 
@@ -445,11 +453,11 @@ def nine_channel_unet(unet):
 def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: FinetuneConfig, name: str,
         checkpoints: Checkpoints, report: Callable[[str], None], train_text: bool = True,
         groups: list[dict] | None = None, high_t: int | None = None, v_prediction: bool = False,
-        probe: tuple | None = None, mask_weight: float = 0.0):
+        probe: tuple | None = None, mask_weight: float = 0.0, t_below: int | None = None):
     """The denoising loss on batches from `batch(rng)`; returns the EMA copies, the losses and the seconds.
 
     `batch(rng)` gives (clean latents, token ids, extra UNet input channels or None); `groups`: optimizer
-    parameter groups with their own rates; `high_t`, `v_prediction`, `mask_weight`: see `denoising_loss`
+    parameter groups with their own rates; `high_t`, `v_prediction`, `mask_weight`, `t_below`: see `denoising_loss`
     (v-prediction trains on the zero-terminal-SNR schedule it is sampled with); `probe`: (head, weight,
     labels of token ids), see `probe_loss`; the head trains and is returned after the text encoder.
     """
@@ -482,7 +490,8 @@ def fit(unet, text_encoder, batch: Callable, steps: int, lr: float, cfg: Finetun
     for step in range(first, steps):
         x0, ids, extra = batch(rng)
         states = text_encoder(ids)[0]
-        loss = denoising_loss(unet, states, x0, alphas, cfg.offset_noise, extra, high_t, v_prediction, mask_weight)
+        loss = denoising_loss(unet, states, x0, alphas, cfg.offset_noise, extra, high_t, v_prediction, mask_weight,
+                              t_below)
         if probe:
             head, weight, labels = probe
             loss = loss + weight * probe_loss(head, states, labels(ids))
@@ -579,17 +588,19 @@ def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Calla
     decoder_pass("denoised", lambda: finetune_decoder_tail(vae, cfg, report, (words_unet, words_text, tokenizer)))
     denoised_seconds = time.monotonic() - denoised_started
     denoised = report_frame_error(vae, after, report)
+    polished, polish_losses, polish_seconds = polish_low_t(vae, words_unet, words_text, tokenizer, cfg, checkpoints,
+                                                           report)
     history = {
         "config": asdict(cfg), "threads": torch.get_num_threads(),
         "frame_error_before": before, "frame_error_after": after, "frame_error_denoised": denoised,
         "decoder_final_loss": decoder_final_loss, "denoised_final_loss": mean_tail(decoder_losses, 50),
         "unet_final_loss": mean_tail(unet_losses), "inpaint_final_loss": mean_tail(inpaint_losses),
-        "words_final_loss": mean_tail(words_losses),
+        "words_final_loss": mean_tail(words_losses), "polish_final_loss": mean_tail(polish_losses),
         "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
-        "words_seconds": words_seconds, "denoised_seconds": denoised_seconds,
+        "words_seconds": words_seconds, "denoised_seconds": denoised_seconds, "polish_seconds": polish_seconds,
         "total_seconds": time.monotonic() - started,
     }
-    return Edition(vae, words_text, words_unet, inpaint_ema, tokenizer, cfg, history, v_prediction=True)
+    return Edition(vae, words_text, polished, inpaint_ema, tokenizer, cfg, history, v_prediction=True)
 
 
 def train_inpainter(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, checkpoints: Checkpoints,
@@ -608,6 +619,25 @@ def train_inpainter(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, che
     (ema,), losses, seconds = fit(nine_channel_unet(unet), text_encoder, batch, cfg.inpaint_steps, cfg.inpaint_lr, cfg,
                                   "inpainter", checkpoints, report, train_text=False, v_prediction=True,
                                   mask_weight=cfg.inpaint_mask_weight)
+    return ema, losses, seconds
+
+
+def polish_low_t(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, checkpoints: Checkpoints,
+                 report: Callable[[str], None]):
+    """Stage 7, on a copy: the finished base UNet trained at t < cfg.polish_t_below alone (its text encoder
+    frozen, so the sibling that shares it is unaffected), where sampling's last steps and image to image at
+    low strength run; the finished model drew the corners of small squares round there. Returns the EMA
+    copy, the losses and the seconds."""
+    pool, captions = caption_pool(vae, cfg.polish_pool, cfg.seed + 30, report)
+    ids_of = token_ids(tokenizer, captions)
+
+    def batch(rng):
+        picks, ids = pick_captions(rng, captions, ids_of, cfg)
+        return pool[picks], ids, None
+
+    (ema,), losses, seconds = fit(copy.deepcopy(unet), text_encoder, batch, cfg.polish_steps, cfg.polish_lr,
+                                  dataclasses.replace(cfg, ema_decay=cfg.polish_ema), "polish", checkpoints, report,
+                                  train_text=False, v_prediction=True, t_below=cfg.polish_t_below)
     return ema, losses, seconds
 
 

@@ -16,6 +16,7 @@ from desktop.demo import evaluate as ev
 from desktop.demo import export, train
 
 FACTS_FILE = "training.json"
+SAMPLES_SHOWN = 72  # the card's contact sheet: the first prompts' images (all of them would add 1.1 MB)
 PROVISIONAL_DEFAULTS = {"scheduler": "DPM++ 2M", "steps": 20, "guidance": 5.0, "width": 128, "height": 128}
 
 
@@ -125,7 +126,7 @@ def evaluate_model(model: str | Path, device: str, write_card: bool = False, she
         facts["evaluation"] = {"scores": result.scores, "rows": result.rows, "device": placement.device}
         (folder / FACTS_FILE).write_text(json.dumps(facts, indent=2))
         export.write_card(folder, facts)
-        contact_sheet(result.images).save(folder / "samples.png")
+        contact_sheet(result.images[:SAMPLES_SHOWN]).save(folder / "samples.png")
         sibling = export.inpainting_sibling(folder)
         if sibling.is_dir():
             shutil.copy2(folder / "README.md", sibling / "README.md")

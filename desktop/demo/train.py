@@ -217,18 +217,19 @@ def encode_pool(vae, cfg: TrainConfig, device: str):
 
 
 def denoising_loss(unet, states, x0, alphas, offset_noise: float, extra=None, high_t: int | None = None,
-                   v_prediction: bool = False, mask_weight: float = 0.0):
+                   v_prediction: bool = False, mask_weight: float = 0.0, t_below: int | None = None):
     """The denoising loss at uniform timesteps, with offset noise: the error of the predicted ε, or with
     `v_prediction` of v = √ᾱ·ε − √(1−ᾱ)·x₀. `states`: the text encoder's output for the captions;
     `extra`: more UNet input channels (the inpainting UNet's mask and masked-image latents); `high_t`: the
     batch's second half draws t >= this instead; `mask_weight`: the error inside the mask (extra's first
-    channel) counts 1 + this times as much as outside it, each image's weights averaging 1.
+    channel) counts 1 + this times as much as outside it, each image's weights averaging 1; `t_below`:
+    every t is drawn below this.
     """
     import torch
     import torch.nn.functional as F
 
     noise = torch.randn_like(x0) + offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, device=x0.device)
-    t = torch.randint(0, len(alphas), (x0.shape[0],), device=x0.device)
+    t = torch.randint(0, t_below or len(alphas), (x0.shape[0],), device=x0.device)
     if high_t is not None:
         half = x0.shape[0] // 2
         t[half:] = torch.randint(high_t, len(alphas), (x0.shape[0] - half,), device=x0.device)
