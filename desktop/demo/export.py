@@ -16,7 +16,7 @@ FRAME, FRAME_WEIGHT = 2, 10.0  # the decoder fine-tune's weighting (finetune.py 
 MODEL_NAME = "latent-shapes"
 EXAMPLE_PROMPT = "a red circle on a blue background"
 # The card is measured in fp32, and `auto` runs the models in it: native bf16 on the CPU was no faster
-# for models this small and cost the card's edges, shapes and inpainting (README, "Precision").
+# for models this small and cost the card's edges, shapes and inpainting (README, "The shipped models").
 PRECISION = "fp32"
 
 
