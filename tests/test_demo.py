@@ -170,6 +170,21 @@ def test_eval_prompts_are_balanced():
         assert not shape_pixels(case["sample"])[y0:y1, x0:x1].any()
 
 
+def test_the_defaults_are_tuned_on_prompts_the_card_does_not_judge():
+    from desktop.demo.evaluate import CARD_PROMPTS, eval_prompts, evaluate
+    from desktop.engine.generation import Engine, EngineOptions
+    from test_shipped_model import SHIPPED
+
+    engine = Engine(options=EngineOptions(device="cpu", precision="fp32"))
+    report = evaluate(engine, str(SHIPPED), steps=2, n=3, first=CARD_PROMPTS)  # what `tune` scores each setting on
+    seeds = [row["seed"] for row in report.rows]
+    assert seeds == [1000 + CARD_PROMPTS + i for i in range(3)]
+    assert not set(seeds) & {item["seed"] for item in eval_prompts()}
+    past = eval_prompts(CARD_PROMPTS + 3)[CARD_PROMPTS:]  # the same fixed cycle, continued
+    assert [row["prompt"] for row in report.rows] == [
+        domain.caption(i["colour"], i["shape"], i["background"], i["size"], i["position"]) for i in past]
+
+
 def test_quick_training_gives_a_model_the_engine_loads_offline(tmp_path):
     from desktop.demo import export, train
     from desktop.engine.generation import Engine, EngineOptions

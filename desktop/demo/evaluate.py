@@ -90,12 +90,13 @@ def _row(item: dict, image) -> dict:
 
 
 def evaluate(engine, model: str | None, steps=None, guidance=None, scheduler=None, n: int = CARD_PROMPTS,
-             keep_images: bool = False, edits: bool = False) -> EvalReport:
+             keep_images: bool = False, edits: bool = False, first: int = 0) -> EvalReport:
+    """The n fixed prompts from the `first` (0: the card's) at these settings (None: the model's defaults)."""
     from desktop.engine.request import GenerationRequest
 
     report = EvalReport({"steps": steps, "guidance": guidance, "scheduler": scheduler})
     started = time.perf_counter()
-    for item in eval_prompts(n):
+    for item in eval_prompts(first + n)[first:]:
         prompt = caption(item["colour"], item["shape"], item["background"], item["size"], item["position"])
         result = engine.generate(GenerationRequest(prompt, seed=item["seed"], steps=steps, guidance=guidance,
                                                    scheduler=scheduler, model=model))
@@ -217,10 +218,11 @@ def choose(trials: list[dict], n: int) -> dict:
 
 
 def tune(engine, model: str, n: int = 36, report=print) -> list[dict]:
-    """Every setting of the grid scored on n prompts (`choose` takes the defaults from them)."""
+    """Every setting of the grid scored on n prompts (`choose` takes the defaults from them): the fixed cycle
+    continued past the card's, so the card never judges what the defaults were chosen on."""
     trials = []
     for scheduler, steps, guidance in settings_of(TUNE_GRID):
-        result = evaluate(engine, model, steps, guidance, scheduler, n=n)
+        result = evaluate(engine, model, steps, guidance, scheduler, n=n, first=CARD_PROMPTS)
         trials.append({"scheduler": scheduler, "steps": steps, "guidance": guidance,
                        **result.scores, "seconds_per_image": result.seconds_per_image})
         report(f"tune {scheduler:>9} {steps:>3} steps cfg {guidance:>4}: all {100 * result.rate('all'):.0f} %")

@@ -80,7 +80,8 @@ def store_defaults(out: Path, trials: list[dict], tune_prompts: int) -> dict:
     facts["defaults"] = {**facts.get("defaults", PROVISIONAL_DEFAULTS), **chosen}
     facts["defaults_note"] = (
         f"A grid of {len(trials)} settings ({ev.describe(ev.TUNE_GRID)}) "
-        f"was scored on {tune_prompts} prompts; the best reached {100 * best:.0f} % all-attributes-right. Among the "
+        f"was scored on {tune_prompts} prompts apart from the card's (seeds {1000 + ev.CARD_PROMPTS}–"
+        f"{999 + ev.CARD_PROMPTS + tune_prompts}); the best reached {100 * best:.0f} % all-attributes-right. Among the "
         f"settings within the budget of {ev.SPEED_BUDGET_S:g} s per image, the cheapest within one prompt of the best "
         "of them was chosen.")
     for folder in (out, export.inpainting_sibling(out)):
