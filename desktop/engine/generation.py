@@ -142,11 +142,12 @@ class Engine:
         return self.load_model(self.registry.resolve(spec if spec is not None else self.default_model))
 
     def load_model(self, info: ModelInfo) -> LoadedModel:
-        defaults = read_defaults(info.path)
-        placement = Placement.choose(self.options.device, self.options.precision, defaults.precision)
         current = self._loaded
+        same_model = current is not None and current.info.path == info.path
+        defaults = current.defaults if same_model else read_defaults(info.path)  # read once per load, as before
+        placement = Placement.choose(self.options.device, self.options.precision, defaults.precision)
         offload = self.options.low_memory and placement.device in OFFLOAD_DEVICES
-        if current and current.info.path == info.path and current.placement == placement and current.offload == offload:
+        if same_model and current.placement == placement and current.offload == offload:
             self._apply_attention_options(current)
             return current
         tiny = tiny_vae.choose(self.registry.tiny_autoencoders(), info)
