@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this model")
     grow.add_argument("--no-tune", action="store_true", help="skip choosing defaults by measurement")
     grow.add_argument("--no-card", action="store_true", help="skip the final evaluation and model card")
-    evaluate = demo_sub.add_parser("evaluate", help="judge 72 fixed prompts at the model's defaults")
+    evaluate = demo_sub.add_parser("evaluate", help="judge the model card's fixed prompts at the model's defaults")
     evaluate.add_argument("--model", help="model name or folder (default: the shipped model)")
     evaluate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     evaluate.add_argument("--card", action="store_true", help="rewrite the model card with the result")

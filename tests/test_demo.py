@@ -142,6 +142,25 @@ def test_the_judge_sees_stray_pixels_and_lines_on_the_frame_but_not_a_shape_touc
     assert judge(touching).edge_artifacts == 0
 
 
+def test_the_judge_reads_soft_small_shapes_as_the_decoder_draws_them():
+    """The decoder gives a small square rounded corners and every edge a soft ramp: still a square, and
+    a circle stays a circle. At the old midpoint cut (0.89) this square read as a circle."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    def soft(draw_shape) -> Image.Image:
+        image = Image.new("RGB", (128, 128), domain.PALETTE["yellow"])  # the pair closest together
+        draw_shape(ImageDraw.Draw(image), domain.PALETTE["orange"])
+        return image.filter(ImageFilter.GaussianBlur(1.2))
+
+    squircle = judge(soft(lambda d, fill: d.rounded_rectangle((50, 50, 73, 73), radius=8, fill=fill)))
+    assert (squircle.shape, squircle.size, squircle.colour) == ("square", "small", "orange")
+    assert 0.865 < squircle.fill_ratio < 0.89
+    circle = judge(soft(lambda d, fill: d.ellipse((50, 50, 75, 75), fill=fill)))
+    assert (circle.shape, circle.size) == ("circle", "small")
+    blunt = judge(soft(lambda d, fill: d.polygon([(48, 80), (80, 80), (68, 56), (60, 56)], fill=fill)))
+    assert blunt.shape == "triangle" and blunt.fill_ratio > 0.65  # a circle at the old cut (0.64)
+
+
 def test_every_domain_word_is_one_token(tmp_path):
     from desktop.demo.architecture import build_tokenizer
 

@@ -260,12 +260,15 @@ No accelerator was used for the second edition.
 
 Through the app's own engine at the default settings in {PRECISION}, fixed prompts and seeds, each image judged
 automatically (`desktop/demo/judge.py`): background colour from the border, shape colour from the
-rest, shape from how much of its box it fills, size from the area it covers, position from its box's
-centre, and edge artifacts: frame pixels off the background that the shape does not explain, or a
-side whose median is off it.
+rest; the shape's extent is where a pixel is nearer its colour than the background's, and from it the
+shape (how much of its box it fills), size (the area it covers) and position (its box's centre); and edge
+artifacts: frame pixels off the background that the shape does not explain, or a side whose median is
+off it. The judge reads what the decoder can draw as drawn: rendered images sent through the VAE and
+back, what a perfect denoiser would give, are judged as captioned (shape cuts calibrated on 2,000 of
+them; 3 misjudged).
 
 - Text to image: {evaluate.CARD_PROMPTS} prompts (each colour, shape, size and position in turn; 15 % with no position).
-- Image to image: 40 rendered images at strengths {', '.join(map(str, evaluate.IMG2IMG_STRENGTHS))} with their own captions; unchanged means the
+- Image to image: {evaluate.IMG2IMG_CASES} rendered images at strengths {', '.join(map(str, evaluate.IMG2IMG_STRENGTHS))} with their own captions; unchanged means the
   judge reads every attribute as before and sees no edge artifact.
 - Inpainting with `latent-shapes` (so through the sibling, at its own defaults): 24 images, a 60×60 empty corner masked,
   the prompt asking for a small shape of another colour in that corner.
