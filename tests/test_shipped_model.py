@@ -86,11 +86,12 @@ PLACED = [("small", "red", "circle", "top left", "blue", 21), ("large", "green",
 def test_the_judge_reads_the_shipped_decoders_round_trip_as_captioned():
     """What a perfect denoiser would give through this decoder must be judged right: the judge's shape
     cuts are calibrated there (on 2,000 images; on 600 of a different range they land close)."""
-    from desktop.demo import evaluate, finetune
+    from desktop.demo import evaluate, finetune, train
     from desktop.demo.judge import SHAPE_CUTS
 
     vae = finetune.load_components(SHIPPED)[0].eval()
-    pairs = evaluate.round_trip(vae, 600, first_seed=evaluate.ROUND_TRIP_SEEDS + 10_000)
+    first = evaluate.ROUND_TRIP_SEEDS + 10_000
+    pairs = train.round_trip(vae, range(first, first + 600))
     verdicts = [(sample, judge(image)) for sample, image in pairs]
     for key in ("shape", "size", "colour", "background"):
         right = sum(getattr(v, key) == getattr(s, key) for s, v in verdicts)

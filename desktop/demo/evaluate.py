@@ -185,30 +185,12 @@ def evaluate_inpainting(engine, model: str | None, n: int = 24, first_seed: int 
             "seconds_per_image": (time.perf_counter() - started) / n}
 
 
-ROUND_TRIP_SEEDS = 5_000_000  # rendered images the judge is calibrated on, apart from every other range
-
-
-def round_trip(vae, n: int, first_seed: int = ROUND_TRIP_SEEDS) -> list[tuple]:
-    """Rendered images through the decoder's encode and decode: (sample, decoded image) pairs. What a
-    model that drew each caption perfectly would show, so what the judge must read as the caption says."""
-    import torch
-    from PIL import Image
-
-    from desktop.demo.train import pixels_tensor
-
-    pairs = []
-    for start in range(first_seed, first_seed + n, 100):
-        samples = [render(seed) for seed in range(start, min(start + 100, first_seed + n))]
-        with torch.no_grad():
-            decoded = vae.decode(vae.encode(pixels_tensor([s.image for s in samples])).latent_dist.mean).sample
-        pixels = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        pairs += [(sample, Image.fromarray(p)) for sample, p in zip(samples, pixels)]
-    return pairs
+ROUND_TRIP_SEEDS = 5_000_000  # the rendered images the judge is calibrated on, apart from every other range
 
 
 def calibrate_shape_cuts(pairs: list[tuple]) -> dict[str, float]:
-    """The fill-ratio cuts (judge.SHAPE_CUTS) that misjudge the fewest round trips: triangle below the
-    first, circle below the second, square above; ties go to the middle of the tied range."""
+    """The fill-ratio cuts (judge.SHAPE_CUTS) that misjudge the fewest of `train.round_trip`'s pairs:
+    triangle below the first, circle below the second, square above; ties go to the middle of the tied range."""
     fills = {shape: np.array([judge(image).fill_ratio for sample, image in pairs if sample.shape == shape])
              for shape in SHAPES}
     cuts, candidates = {}, np.round(np.arange(0.50, 1.0, 0.005), 3)

@@ -178,24 +178,31 @@ def train_vae(cfg: TrainConfig, device: str, report: Callable[[str], None]):
     return vae.eval(), losses
 
 
-def vae_round_trip_accuracy(vae, samples: int = 96, seed: int = 10**9) -> float:
-    """Share of rendered images whose VAE reconstruction the judge still reads right (all three)."""
+def round_trip(vae, seeds) -> list[tuple]:
+    """Rendered images through the VAE, encoded (the posterior's mean) and decoded: (sample, decoded image)
+    pairs. What a denoiser that drew each caption perfectly would give through this decoder."""
     import torch
-
-    from desktop.demo.judge import judge
     from PIL import Image
 
-    seeds = list(range(seed, seed + samples))
-    right = 0
+    seeds, pairs = list(seeds), []
     with torch.no_grad():
-        for start in range(0, samples, 32):
-            batch = seeds[start : start + 32]
-            x = images_tensor(batch).to(vae.device)
+        for start in range(0, len(seeds), 32):
+            samples = [render(s) for s in seeds[start : start + 32]]
+            x = pixels_tensor([sample.image for sample in samples]).to(vae.device)
             recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             arrays = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            for s, array in zip(batch, arrays):
-                truth, verdict = render(s), judge(Image.fromarray(array))
-                right += (verdict.colour, verdict.shape, verdict.background) == (truth.colour, truth.shape, truth.background)
+            pairs += [(sample, Image.fromarray(array)) for sample, array in zip(samples, arrays)]
+    return pairs
+
+
+def vae_round_trip_accuracy(vae, samples: int = 96, seed: int = 10**9) -> float:
+    """Share of rendered images whose VAE reconstruction the judge still reads right (all three)."""
+    from desktop.demo.judge import judge
+
+    right = 0
+    for truth, image in round_trip(vae, range(seed, seed + samples)):
+        verdict = judge(image)
+        right += (verdict.colour, verdict.shape, verdict.background) == (truth.colour, truth.shape, truth.background)
     return right / samples
 
 
