@@ -19,8 +19,6 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle")
-# Fill ratio of the shape inside its bounding box (drawn sharp): how the evaluation tells shapes apart.
-FILL_RATIO = {"square": 1.0, "circle": 0.785, "triangle": 0.5}
 IMAGE_SIZE = 128
 
 # Fraction of the image the shape covers. No size word in a caption means medium.

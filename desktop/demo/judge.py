@@ -12,11 +12,12 @@ BORDER = 3  # pixels of the frame that decide the background colour
 SHAPE_DISTANCE = 80.0  # RGB distance from the background that surely is shape: what its colour is read from
 STRAY_DISTANCE = 40.0  # a frame pixel this far from the background, away from the shape, is an artifact
 LINE_DISTANCE = 10.0  # a frame side whose median is this far off the background is a line along the edge
-# Fill ratios below which a shape is judged a triangle, then a circle (above: a square). The decoder draws
-# what it gets slightly soft: small squares come back with rounded corners (fill 0.85-0.99) and small
-# triangles with a blunt apex (up to 0.73), so the midpoints of FILL_RATIO (0.64, 0.89) misjudged 6 % of
-# the small squares and 10 % of the small triangles that came back as well as the decoder draws them.
-# These cuts, from `evaluate.calibrate_shape_cuts` on its round trip of 2,000 rendered images, misjudge 3.
+# Fill ratios (of the shape's box) below which a shape is judged a triangle, then a circle (above: a
+# square). Drawn sharp they fill 1/2, pi/4 and all of it, but the decoder draws slightly soft: small
+# squares come back with rounded corners (fill 0.85-0.99) and small triangles with a blunt apex (up to
+# 0.73), so the midpoints of the sharp ratios (0.64, 0.89) misjudged 6 % of the small squares and 10 % of
+# the small triangles that came back as well as the decoder draws them. These cuts, from
+# `evaluate.calibrate_shape_cuts` on its round trip of 2,000 rendered images, misjudge 3.
 SHAPE_CUTS = (("triangle", 0.732), ("circle", 0.865))
 
 
