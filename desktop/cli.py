@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = demo.add_subparsers(dest="demo_command", parser_class=_Parser, required=True)
     train = demo_sub.add_parser("train", help="train the shipped models from scratch (first edition, then grown)")
     train.add_argument("--preset", choices=("full", "quick"), default="full")
+    train.add_argument("--recipe", choices=("grown", "one-pass"), default="grown",
+                       help="grown: a first edition, then the second grown from it (how the shipped files were made); "
+                            "one-pass: the merged recipe, the second edition in one run on the CPU")
     train.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     train.add_argument("--out", type=Path, required=True, help="model folder to write")
     train.add_argument("--max-minutes", type=float, help="stop training early at this time budget")
@@ -574,7 +577,7 @@ def cmd_demo(args) -> int:
     else:
         device = pick_device(args.device)
     if args.demo_command == "train":
-        make.make_model(args.preset, device, args.out, args.max_minutes, report, args.resume)
+        make.make_model(args.preset, device, args.out, args.max_minutes, report, args.resume, args.recipe)
     if args.demo_command in ("train", "grow"):
         if not args.no_tune:
             make.tune_defaults(args.out, device, report)

@@ -61,6 +61,8 @@ def test_generate_from_file_advances_seeds_and_defaults_to_the_gallery(tiny_mode
         (["generate", "--from-file", "/no/such/file.txt"], "Cannot read prompts"),
         (["generate", "x", "--from-file", "/no/such/file.txt"], "not both"),
         (["frobnicate"], "invalid choice"),
+        (["demo", "train", "--recipe", "one-pass", "--max-minutes", "5", "--out", "x"], "no first edition to stop"),
+        (["demo", "train", "--recipe", "grown-fast", "--out", "x"], "invalid choice"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(args, message):

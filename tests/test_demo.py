@@ -308,6 +308,53 @@ def test_growing_the_second_edition_gives_both_models_and_the_engine_uses_the_si
     assert plain.request.scheduler == json.loads((base / "latent_studio.json").read_text())["scheduler"] != "UniPC"
 
 
+def test_the_one_pass_recipe_trains_both_models_from_nothing(tmp_path):
+    import json
+
+    import torch
+
+    from desktop.demo import export, finetune, make, one_pass, train
+    from desktop.engine.generation import Engine, EngineOptions
+    from desktop.engine.request import GenerationRequest
+
+    first = dataclasses.replace(train.PRESETS["quick"], vae_steps=2, vae_batch=2, pool=16, unet_steps=3, unet_batch=4,
+                                warmup=1, checkpoint_every=1)
+    grow = dataclasses.replace(finetune.FINETUNE_PRESETS["quick"], decoder_steps=2, corner_steps=2, tail_steps=2,
+                               denoised_steps=2, polish_steps=2, inpaint_pool=16, inpaint_steps=2, checkpoint_every=1)
+    one_pass.PRESETS["test"] = one_pass.OnePassConfig(first, grow)
+    lines = []
+    try:
+        facts = make.make_model("test", "cpu", tmp_path / "shapes", report=lines.append, recipe="one-pass")
+    finally:
+        del one_pass.PRESETS["test"]
+    base, sibling = tmp_path / "shapes", tmp_path / "shapes-inpaint"
+    assert facts["recipe"] == "one-pass" and "--recipe one-pass" in facts["command"] and "first_edition" not in facts
+    assert any(line.startswith("one-pass step 3/3") for line in lines)  # the one pass ran, not stages 3-4
+    assert not any(line.startswith(("denoiser step", "words step")) for line in lines)
+    assert json.loads((sibling / "unet" / "config.json").read_text())["in_channels"] == 9
+    schedules = [json.loads((f / "scheduler" / "scheduler_config.json").read_text()) for f in (base, sibling)]
+    assert [(s["prediction_type"], s["rescale_betas_zero_snr"]) for s in schedules] == [("v_prediction", True)] * 2
+    vae, text_encoder, tokenizer, _ = finetune.load_components(base)
+    assert vae.config.scaling_factor == facts["scaling_factor"] != 1.0  # measured on the one pass's pool
+    with torch.no_grad():
+        posterior = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist
+    assert torch.allclose(posterior.sample(), posterior.mean, atol=1e-4)
+    assert text_encoder.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    for word in domain.vocabulary():
+        assert len(tokenizer(word).input_ids) == 3, word
+    g = facts["growth"]
+    assert g["first_config"]["unet_steps"] == 3 and g["one_pass_seconds"] > 0 and g["vae_seconds"] > 0
+
+    export.write_card(base, facts)
+    card = (base / "README.md").read_text()
+    assert "One run from nothing" in card and "in one pass" in card and "grown from the first" not in card
+    assert "3 steps of batch 4, lr 0.0005" in card and "Training took" in card
+
+    result = Engine(options=EngineOptions(device="cpu", precision="fp32")).generate(
+        GenerationRequest("a small red circle in the top left on a blue background", model=str(base), steps=2, seed=1))
+    assert result.images[0].size == (128, 128)
+
+
 def test_the_decoder_tail_pass_trains_the_decoders_last_block_alone():
     import torch
 

@@ -121,9 +121,7 @@ def save_model(trained, folder: Path, defaults: dict, inpaint_sibling: bool = Fa
 def write_card(folder: Path, facts: dict) -> None:
     """The model card: what it draws, how it was made (commands, seeds, time, hardware), how well it does."""
     p = facts["parameters"]
-    first = facts.get("first_edition") or {}
-    h1, g = first.get("history") or {}, facts.get("growth") or {}
-    c1, cg = h1.get("config") or {}, g.get("config") or {}
+    g, cg = _recipe(facts)[2], _recipe(facts)[4]
     fb, fa, fd = (g.get(f"frame_error_{k}", {}) for k in ("before", "after", "denoised"))
     text = f"""# {MODEL_NAME} (second edition) and {MODEL_NAME}{INPAINT_SUFFIX}
 
@@ -172,12 +170,7 @@ The weights are stored in fp16 only to halve the download.
 Synthetic pairs from `desktop/demo/render.py`, unlimited and seeded; every caption is checked against
 the pixels it describes (the tests do the same for size and position).
 
-**First edition** (the base): VAE {c1.get('vae_steps', '?')} steps of batch {c1.get('vae_batch', '?')}; UNet and text encoder
-{h1.get('unet_steps_done', '?')} steps of batch {c1.get('unet_batch', '?')} on {c1.get('pool', 0):,} images, offset noise {c1.get('offset_noise', '?')},
-EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command: `{first.get('command', '?')}`.
-
-**Second edition**, grown from the first (`desktop/demo/finetune.py`), seed {cg.get('seed', '?')}:
-
+{_origin(facts)}
 1. **Deterministic posterior.** The first edition's VAE was trained on its posterior's mean only, so
    its log-variance head was never trained: its spread was about 1.0, and a posterior *sample*, which
    diffusers' image-to-image, inpainting and upscaling draw, was noise. That, not the denoiser, is why
@@ -193,25 +186,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    for {cg.get('tail_pool', 0):,} images: they draw the corner pixels, and alone they train many times faster. Round-trip
    error (0–255): outermost ring {fb.get('frame', float('nan')):.1f} → {fa.get('frame', float('nan')):.1f}, the four corner pixels {fb.get('corners', float('nan')):.1f} → {fa.get('corners', float('nan')):.1f},
    inside the image {fb.get('inside', float('nan')):.1f} → {fa.get('inside', float('nan')):.1f}.
-3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding
-   starts at the average word); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
-   {cg.get('pool', 0):,} new images, lr {cg.get('unet_lr', '?')}, EMA {cg.get('ema_decay', '?')}; final loss {g.get('unet_final_loss', float('nan')):.4f}.
-4. **The words apart, the layout from the caption.** After stage 3 the model ignored the position
-   words, for two reasons. (a) The text encoder carried them as one: its outputs for "top left" and
-   "top right" differed by 0.8 (for two colours, 25; after this stage 56 and 16): in the first edition's encoder, trained from
-   scratch, a word embedding of norm 0.5 meets a residual stream of norm 20–90, and nothing had taught
-   it to keep a word after "top" or "bottom". (b) The SD 1.x schedule leaves signal at the last step (√ᾱ = 0.068 at t = 999), enough
-   to place a shape, so the model took the layout from the starting noise: its ε-loss at t = 950 was
-   0.00297 with a caption's own position and 0.00298 with a wrong one. The size and position words got
-   directions of their own (`middle` shares `center`'s, `an` shares `a`'s); the base model was turned
-   into a **v-prediction model on a zero-terminal-SNR schedule** (Lin et al. 2023; the betas rescaled so
-   that ᾱ_T = 0, sampled with "trailing" spacing from t = T), so at the start of sampling only the
-   caption can say where the shape goes; and a linear probe on the text encoder's mean output, trained
-   with it (cross-entropy for the row, column and size a caption names, weight {cg.get('words_probe', '?')}, discarded
-   afterwards), keeps the words apart. UNet and text encoder trained {cg.get('words_steps', '?')} steps of batch {cg.get('unet_batch', '?')}: half of
-   each batch at uniform t, half at t ≥ {cg.get('words_high_t', '?')} from captions naming a position; lr {cg.get('words_lr', '?')} for the
-   UNet, {cg.get('words_text_lr', '?')} for the text encoder, {cg.get('words_embedding_lr', '?')} for its word embeddings; final loss {g.get('words_final_loss', float('nan')):.4f}.
-5. **Inpainting sibling**, the standard SD recipe, last: stage 4's UNet copied with 5 more input channels (zero
+{_vocabulary_stages(facts)}5. **Inpainting sibling**, the standard SD recipe, last: stage 4's UNet copied with 5 more input channels (zero
    weights), trained {cg.get('inpaint_steps', '?')} steps on {cg.get('inpaint_pool', 0):,} images, each with one mask: the whole image,
    a random box, random blobs or the shape's box grown by 2–14 px (a quarter each); masked pixels set
    to grey before encoding, as diffusers does. For a share of {100 * cg.get('inpaint_added', 0):.0f} % of the images (where one fits)
@@ -235,10 +210,7 @@ EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command
    alone, on {cg.get('polish_pool', 0):,} new images, lr {cg.get('polish_lr', '?')}, EMA {cg.get('polish_ema', '?')}, its text encoder frozen (so the
    sibling, which shares it, is unchanged); loss at those t {g.get('polish_first_loss', float('nan')):.4f} → {g.get('polish_final_loss', float('nan')):.4f}. {g.get('polish_note', '')}
 
-Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
-{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min, decoder on the denoiser {g.get('denoised_seconds', 0) / 60:.1f} min, polish {g.get('polish_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')} {g.get('inpaint_note', '')}
-No accelerator was used for the second edition.
-
+{_timing(facts)}
 ```bash
 {facts['command']}
 ```
@@ -286,3 +258,74 @@ Reproduce: `python main.py demo evaluate --edits`.
 Apache-2.0, like the rest of Latent Studio. The training data is synthetic, drawn by this project's code.
 """
     (folder / "README.md").write_text(text, encoding="utf-8")
+
+
+def _recipe(facts: dict) -> tuple:
+    """The facts the card's recipe sections read: the first edition's, the second's and their configs."""
+    first = facts.get("first_edition") or {}
+    h1, g = first.get("history") or {}, facts.get("growth") or {}
+    return first, h1, g, h1.get("config") or {}, g.get("config") or {}
+
+
+def _origin(facts: dict) -> str:
+    first, h1, g, c1, cg = _recipe(facts)
+    if facts.get("recipe") == "one-pass":
+        c1 = g.get("first_config") or {}
+        return f"""**One run from nothing** (`desktop/demo/one_pass.py`, the merged recipe): a VAE trained {c1.get('vae_steps', '?')} steps of batch
+{c1.get('vae_batch', '?')} from scratch ({g.get('vae_seconds', 0) / 60:.1f} min, final loss {g.get('vae_final_loss', float('nan')):.4f}), then the stages below, seed {cg.get('seed', '?')}; stages 3 and 4 are one pass
+of a fresh UNet and text encoder, with no first edition.
+"""
+    return f"""**First edition** (the base): VAE {c1.get('vae_steps', '?')} steps of batch {c1.get('vae_batch', '?')}; UNet and text encoder
+{h1.get('unet_steps_done', '?')} steps of batch {c1.get('unet_batch', '?')} on {c1.get('pool', 0):,} images, offset noise {c1.get('offset_noise', '?')},
+EMA {c1.get('ema_decay', '?')}; trained on {first.get('hardware', '?')}. Command: `{first.get('command', '?')}`.
+
+**Second edition**, grown from the first (`desktop/demo/finetune.py`), seed {cg.get('seed', '?')}:
+"""
+
+
+def _vocabulary_stages(facts: dict) -> str:
+    first, h1, g, c1, cg = _recipe(facts)
+    if facts.get("recipe") == "one-pass":
+        c = g.get("first_config") or {}
+        return f"""3–4. **Sizes and positions, in one pass.** A fresh UNet and a fresh text encoder, built for the whole
+   vocabulary (every word one token), learn the captions directly, as a **v-prediction model on a
+   zero-terminal-SNR schedule** (Lin et al. 2023; sampled with "trailing" spacing from t = T), so only the
+   caption can say where the shape goes: {c.get('unet_steps', '?')} steps of batch {c.get('unet_batch', '?')}, lr {c.get('unet_lr', '?')}, warm-up {c.get('warmup', '?')}, EMA {c.get('ema_decay', '?')},
+   on {c.get('pool', 0):,} images (the pool the latent scaling factor is measured on); half of each batch at uniform t,
+   half at t ≥ {cg.get('words_high_t', '?')} from captions naming a position; a linear probe on the text encoder's mean
+   output (the row, column and size a caption names, weight {cg.get('words_probe', '?')}, discarded afterwards) keeps the
+   words apart. Final loss {g.get('one_pass_final_loss', float('nan')):.4f}.
+"""
+    return f"""3. **Sizes and positions.** The tokenizer gained the new words (old token ids kept; each new embedding
+   starts at the average word); UNet and text encoder trained {cg.get('unet_steps', '?')} steps of batch {cg.get('unet_batch', '?')} on
+   {cg.get('pool', 0):,} new images, lr {cg.get('unet_lr', '?')}, EMA {cg.get('ema_decay', '?')}; final loss {g.get('unet_final_loss', float('nan')):.4f}.
+4. **The words apart, the layout from the caption.** After stage 3 the model ignored the position
+   words, for two reasons. (a) The text encoder carried them as one: its outputs for "top left" and
+   "top right" differed by 0.8 (for two colours, 25; after this stage 56 and 16): in the first edition's encoder, trained from
+   scratch, a word embedding of norm 0.5 meets a residual stream of norm 20–90, and nothing had taught
+   it to keep a word after "top" or "bottom". (b) The SD 1.x schedule leaves signal at the last step (√ᾱ = 0.068 at t = 999), enough
+   to place a shape, so the model took the layout from the starting noise: its ε-loss at t = 950 was
+   0.00297 with a caption's own position and 0.00298 with a wrong one. The size and position words got
+   directions of their own (`middle` shares `center`'s, `an` shares `a`'s); the base model was turned
+   into a **v-prediction model on a zero-terminal-SNR schedule** (Lin et al. 2023; the betas rescaled so
+   that ᾱ_T = 0, sampled with "trailing" spacing from t = T), so at the start of sampling only the
+   caption can say where the shape goes; and a linear probe on the text encoder's mean output, trained
+   with it (cross-entropy for the row, column and size a caption names, weight {cg.get('words_probe', '?')}, discarded
+   afterwards), keeps the words apart. UNet and text encoder trained {cg.get('words_steps', '?')} steps of batch {cg.get('unet_batch', '?')}: half of
+   each batch at uniform t, half at t ≥ {cg.get('words_high_t', '?')} from captions naming a position; lr {cg.get('words_lr', '?')} for the
+   UNet, {cg.get('words_text_lr', '?')} for the text encoder, {cg.get('words_embedding_lr', '?')} for its word embeddings; final loss {g.get('words_final_loss', float('nan')):.4f}.
+"""
+
+
+def _timing(facts: dict) -> str:
+    first, h1, g, c1, cg = _recipe(facts)
+    minutes = lambda key: g.get(key, 0) / 60  # noqa: E731
+    if facts.get("recipe") == "one-pass":
+        return f"""Training took {minutes('total_seconds'):.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; VAE {minutes('vae_seconds'):.1f} min,
+decoder {minutes('decoder_seconds'):.1f} min, pool {minutes('pool_seconds'):.1f} min, one pass {minutes('one_pass_seconds'):.1f} min, inpainting {minutes('inpaint_seconds'):.1f} min,
+decoder on the denoiser {minutes('denoised_seconds'):.1f} min, polish {minutes('polish_seconds'):.1f} min). No accelerator was used.
+"""
+    return f"""Growing took {g.get('total_seconds', 0) / 60:.1f} minutes on {facts['hardware']} ({g.get('threads', '?')} threads; decoder
+{g.get('decoder_seconds', 0) / 60:.1f} min, UNet {g.get('unet_seconds', 0) / 60:.1f} min, inpainting {g.get('inpaint_seconds', 0) / 60:.1f} min, words {g.get('words_seconds', 0) / 60:.1f} min, decoder on the denoiser {g.get('denoised_seconds', 0) / 60:.1f} min, polish {g.get('polish_seconds', 0) / 60:.1f} min), with other work sharing the CPU. {g.get('corner_pass_note', '')} {g.get('inpaint_note', '')}
+No accelerator was used for the second edition.
+"""

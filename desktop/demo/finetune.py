@@ -534,73 +534,93 @@ def token_ids(tokenizer, captions: list[str]) -> dict:
                          return_tensors="pt").input_ids[0] for c in set(captions) | {""}}
 
 
-def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Callable[[str], None],
-         checkpoint_dir: Path | None = None, resume: bool = False) -> Edition:
-    """Every stage above, from the first edition's folder to the second edition's components."""
-    import torch
+class DecoderPasses:
+    """The decoder's passes on `vae`, each checkpointed under its own name; the losses run on across passes."""
 
+    def __init__(self, vae, checkpoints: Checkpoints):
+        self.vae, self.checkpoints, self.losses = vae, checkpoints, []
+
+    def run(self, name: str, run_pass: Callable[[], list[float]]) -> None:
+        saved = self.checkpoints.load(name)
+        if saved is None:
+            self.losses += run_pass()
+            self.checkpoints.save(name, {"vae": self.vae.state_dict(), "losses": self.losses})
+        else:
+            self.vae.load_state_dict(saved["vae"])
+            self.losses = saved["losses"]
+        self.vae.eval()
+
+
+def clean_edges(vae, cfg: FinetuneConfig, passes: DecoderPasses, report: Callable[[str], None]) -> dict:
+    """Stages 1 and 2: the posterior made deterministic, then the decoder's three passes. Their facts."""
     started = time.monotonic()
-    checkpoints = Checkpoints(checkpoint_dir, cfg, resume)  # type: ignore[arg-type]
-    vae, text_encoder, old_tokenizer, unet = load_components(first_edition)
     vae.eval()
     make_posterior_deterministic(vae)
     before = frame_error(vae)
-    decoder_losses = []
-
-    def decoder_pass(name: str, run_pass: Callable[[], list[float]]) -> None:
-        nonlocal decoder_losses
-        saved = checkpoints.load(name)
-        if saved is None:
-            decoder_losses += run_pass()
-            checkpoints.save(name, {"vae": vae.state_dict(), "losses": decoder_losses})
-        else:
-            vae.load_state_dict(saved["vae"])
-            decoder_losses = saved["losses"]
-        vae.eval()
-
-    decoder_pass("decoder", lambda: finetune_decoder(vae, cfg, report))
-    decoder_pass("corners", lambda: finetune_decoder(vae, cfg, report, corners=True))
-    decoder_pass("tail", lambda: finetune_decoder_tail(vae, cfg, report))
+    passes.run("decoder", lambda: finetune_decoder(vae, cfg, report))
+    passes.run("corners", lambda: finetune_decoder(vae, cfg, report, corners=True))
+    passes.run("tail", lambda: finetune_decoder_tail(vae, cfg, report))
     after = report_frame_error(vae, before, report)
-    decoder_seconds, decoder_final_loss = time.monotonic() - started, mean_tail(decoder_losses, 50)
+    return {"frame_error_before": before, "frame_error_after": after,
+            "decoder_final_loss": mean_tail(passes.losses, 50), "decoder_seconds": time.monotonic() - started}
 
-    tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
-    extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
-    pool, captions = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
+
+def caption_batches(pool, captions: list[str], tokenizer, cfg: FinetuneConfig) -> Callable:
+    """`fit`'s batches from a captioned pool: `batch(rng)`, or `batch(rng, placed_half=True)`, whose second
+    half comes from captions naming a position (the half `high_t` trains at the top of the schedule)."""
     ids_of = token_ids(tokenizer, captions)
     placed = [i for i, text in enumerate(captions) if names_position(text)] or list(range(len(captions)))
 
-    def caption_batch(rng, placed_half: bool = False):
-        # the half `high_t` trains at the top of the schedule gets captions naming a position
+    def batch(rng, placed_half: bool = False):
         picks, ids = pick_captions(rng, captions, ids_of, cfg, placed if placed_half else None)
         return pool[picks], ids, None
 
+    return batch
+
+
+def grow(first_edition: Path, cfg: FinetuneConfig, work_dir: Path, report: Callable[[str], None],
+         checkpoint_dir: Path | None = None, resume: bool = False) -> Edition:
+    """Every stage above, from the first edition's folder to the second edition's components."""
+    started = time.monotonic()
+    checkpoints = Checkpoints(checkpoint_dir, cfg, resume)  # type: ignore[arg-type]
+    vae, text_encoder, old_tokenizer, unet = load_components(first_edition)
+    passes = DecoderPasses(vae, checkpoints)
+    history = clean_edges(vae, cfg, passes, report)
+    tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
+    extend_vocabulary(text_encoder, old_tokenizer, tokenizer)
+    pool, captions = caption_pool(vae, cfg.pool, cfg.seed + 1, report)
+    batch = caption_batches(pool, captions, tokenizer, cfg)
     (unet_ema, text_ema), unet_losses, unet_seconds = fit(
-        unet, text_encoder, caption_batch, cfg.unet_steps, cfg.unet_lr, cfg, "denoiser", checkpoints, report)
-
+        unet, text_encoder, batch, cfg.unet_steps, cfg.unet_lr, cfg, "denoiser", checkpoints, report)
     (words_unet, words_text), words_losses, words_seconds = learn_words(
-        unet_ema, text_ema, tokenizer, lambda rng: caption_batch(rng, placed_half=True), cfg, checkpoints, report)
+        unet_ema, text_ema, tokenizer, lambda rng: batch(rng, placed_half=True), cfg, checkpoints, report)
+    history.update({"unet_final_loss": mean_tail(unet_losses), "words_final_loss": mean_tail(words_losses),
+                    "unet_seconds": unet_seconds, "words_seconds": words_seconds})
+    return finish(vae, words_unet, words_text, tokenizer, cfg, checkpoints, passes, report, history, started)
 
-    inpaint_ema, inpaint_losses, inpaint_seconds = train_inpainter(vae, words_unet, words_text, tokenizer, cfg,
+
+def finish(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, checkpoints: Checkpoints, passes: DecoderPasses,
+           report: Callable[[str], None], history: dict, started: float) -> Edition:
+    """Stages 5 to 7 on the finished base UNet and its text encoder: the inpainting sibling, the decoder
+    on the denoiser, the last steps polished. `history`: the earlier stages' facts, completed here."""
+    import torch
+
+    inpaint_ema, inpaint_losses, inpaint_seconds = train_inpainter(vae, unet, text_encoder, tokenizer, cfg,
                                                                    checkpoints, report)
-
     denoised_started = time.monotonic()  # stage 6: the decoder meets the finished base UNet
-    decoder_pass("denoised", lambda: finetune_decoder_tail(vae, cfg, report, (words_unet, words_text, tokenizer)))
+    passes.run("denoised", lambda: finetune_decoder_tail(vae, cfg, report, (unet, text_encoder, tokenizer)))
     denoised_seconds = time.monotonic() - denoised_started
-    denoised = report_frame_error(vae, after, report)
-    polished, polish_losses, polish_seconds = polish_low_t(vae, words_unet, words_text, tokenizer, cfg, checkpoints,
+    denoised = report_frame_error(vae, history["frame_error_after"], report)
+    polished, polish_losses, polish_seconds = polish_low_t(vae, unet, text_encoder, tokenizer, cfg, checkpoints,
                                                            report)
-    history = {
-        "config": asdict(cfg), "threads": torch.get_num_threads(),
-        "frame_error_before": before, "frame_error_after": after, "frame_error_denoised": denoised,
-        "decoder_final_loss": decoder_final_loss, "denoised_final_loss": mean_tail(decoder_losses, 50),
-        "unet_final_loss": mean_tail(unet_losses), "inpaint_final_loss": mean_tail(inpaint_losses),
-        "words_final_loss": mean_tail(words_losses), "polish_final_loss": mean_tail(polish_losses),
-        "decoder_seconds": decoder_seconds, "unet_seconds": unet_seconds, "inpaint_seconds": inpaint_seconds,
-        "words_seconds": words_seconds, "denoised_seconds": denoised_seconds, "polish_seconds": polish_seconds,
+    history.update({
+        "config": asdict(cfg), "threads": torch.get_num_threads(), "frame_error_denoised": denoised,
+        "denoised_final_loss": mean_tail(passes.losses, 50), "inpaint_final_loss": mean_tail(inpaint_losses),
+        "polish_final_loss": mean_tail(polish_losses), "inpaint_seconds": inpaint_seconds,
+        "denoised_seconds": denoised_seconds, "polish_seconds": polish_seconds,
         "total_seconds": time.monotonic() - started,
-    }
-    return Edition(vae, words_text, polished, inpaint_ema, tokenizer, cfg, history, v_prediction=True)
+    })
+    return Edition(vae, text_encoder, polished, inpaint_ema, tokenizer, cfg, history, v_prediction=True)
 
 
 def train_inpainter(vae, unet, text_encoder, tokenizer, cfg: FinetuneConfig, checkpoints: Checkpoints,

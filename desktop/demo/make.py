@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from desktop import paths
+from desktop.errors import LatentStudioError
 from desktop.demo import evaluate as ev
 from desktop.demo import export, train
 
@@ -38,9 +39,19 @@ def checkpoint_dir(out: Path) -> Path:
     return paths.cache_dir() / "demo-training" / out.resolve().name
 
 
+RECIPES = ("grown", "one-pass")
+
+
 def make_model(preset: str, device: str, out: Path, max_minutes: float | None = None,
-               report: Callable[[str], None] = print, resume: bool = False) -> dict:
-    """From nothing: the first edition's recipe into the cache, then the second edition grown from it."""
+               report: Callable[[str], None] = print, resume: bool = False, recipe: str = "grown") -> dict:
+    """From nothing. "grown": the first edition's recipe into the cache, then the second edition grown
+    from it (how the shipped files were made). "one-pass": the merged recipe (one_pass.py), on the CPU."""
+    command = f"python main.py demo train --recipe {recipe} --preset {preset} --out {out}"
+    if recipe == "one-pass":
+        if max_minutes is not None:
+            raise LatentStudioError("--max-minutes stops the grown recipe's first edition early; "
+                                    "the one-pass recipe has no first edition to stop. Leave it out.")
+        return one_pass_model(preset, out, command, report, resume)
     cfg = train.PRESETS[preset]
     if max_minutes is not None:
         cfg = dataclasses.replace(cfg, max_minutes=max_minutes)
@@ -49,12 +60,22 @@ def make_model(preset: str, device: str, out: Path, max_minutes: float | None = 
         trained = train.train(cfg, device, Path(work), report, checkpoint_dir(out), resume)
         facts = export.save_model(trained, first, PROVISIONAL_DEFAULTS)
     facts.update({"history": trained.history, "hardware": hardware(device), "scaling_factor": trained.vae.config.scaling_factor,
-                  "command": f"python main.py demo train --preset {preset} --out {out}"})
+                  "command": command})
     (first / FACTS_FILE).write_text(json.dumps(facts, indent=2))
     grown = grow_model(first, out, preset, report, resume)
     grown["command"] = facts["command"]
     (out / FACTS_FILE).write_text(json.dumps(grown, indent=2))
     return grown
+
+
+def one_pass_model(preset: str, out: Path, command: str, report: Callable[[str], None] = print,
+                   resume: bool = False) -> dict:
+    """The second edition by the merged recipe: `out` and its inpainting sibling beside it."""
+    from desktop.demo import one_pass
+
+    with tempfile.TemporaryDirectory() as work:
+        edition = one_pass.train_one_pass(one_pass.PRESETS[preset], Path(work), report, checkpoint_dir(out), resume)
+        return save_edition(edition, out, PROVISIONAL_DEFAULTS, {"recipe": "one-pass", "command": command}, report)
 
 
 def tune_defaults(out: Path, device: str, report: Callable[[str], None] = print, tune_prompts: int = 36,
@@ -156,17 +177,17 @@ def grow_model(first_edition: Path, out: Path, preset: str = "full", report: Cal
     previous = json.loads((first_edition / FACTS_FILE).read_text()) if (first_edition / FACTS_FILE).is_file() else {}
     with tempfile.TemporaryDirectory() as work:
         edition = finetune.grow(first_edition, cfg, Path(work), report, checkpoint_dir(out), resume)
-        facts = export.save_model(edition, out, defaults, inpaint_sibling=True)
-    facts.update({
-        "edition": 2,
-        "first_edition": {k: previous.get(k) for k in ("history", "hardware", "command", "scaling_factor")},
-        "growth": edition.history,
-        "scaling_factor": edition.vae.config.scaling_factor,
-        "hardware": hardware("cpu"),
-        "command": f"python main.py demo grow --from {first_edition} --out {out}",
-        "defaults": defaults,
-        "make_seconds": edition.history["total_seconds"],
-    })
-    (out / FACTS_FILE).write_text(json.dumps(facts, indent=2))
-    report(f"models written to {out} and its sibling ({facts['size_mb']:.1f} MB in all)")
-    return facts
+        return save_edition(edition, out, defaults, {
+            "recipe": "grown", "first_edition": {k: previous.get(k) for k in ("history", "hardware", "command", "scaling_factor")},
+            "command": f"python main.py demo grow --from {first_edition} --out {out}"}, report)
+
+
+def save_edition(edition, out: Path, defaults: dict, facts: dict, report: Callable[[str], None]) -> dict:
+    """Both models written to `out` and its sibling, with the facts the card is made from."""
+    saved = export.save_model(edition, out, defaults, inpaint_sibling=True)
+    saved.update({"edition": 2, "growth": edition.history, "scaling_factor": edition.vae.config.scaling_factor,
+                  "hardware": hardware("cpu"), "defaults": defaults, "make_seconds": edition.history["total_seconds"],
+                  **facts})
+    (out / FACTS_FILE).write_text(json.dumps(saved, indent=2))
+    report(f"models written to {out} and its sibling ({saved['size_mb']:.1f} MB in all)")
+    return saved

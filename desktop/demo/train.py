@@ -178,6 +178,21 @@ def train_vae(cfg: TrainConfig, device: str, report: Callable[[str], None]):
     return vae.eval(), losses
 
 
+def vae_stage(cfg: TrainConfig, device: str, checkpoints: Checkpoints, report: Callable[[str], None]):
+    """Stage 1, or its checkpoint (`vae.pt`): the VAE, its losses and its seconds."""
+    saved = checkpoints.load("vae")
+    if saved is None:
+        started = time.monotonic()
+        vae, losses = train_vae(cfg, device, report)
+        seconds = time.monotonic() - started
+        checkpoints.save("vae", {"vae": vae.state_dict(), "losses": losses, "seconds": seconds})
+        return vae, losses, seconds
+    vae = architecture.build_vae().to(device).eval()
+    vae.load_state_dict(saved["vae"])
+    report("resuming with the trained VAE from the checkpoint")
+    return vae, list(saved["losses"]), saved["seconds"]
+
+
 def round_trip(vae, seeds) -> list[tuple]:
     """Rendered images through the VAE, encoded (the posterior's mean) and decoded: (sample, decoded image)
     pairs. What a denoiser that drew each caption perfectly would give through this decoder."""
@@ -333,17 +348,7 @@ def train(cfg: TrainConfig, device: str, work_dir: Path, report: Callable[[str],
     deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
     checkpoints = Checkpoints(checkpoint_dir, cfg, resume)
     tokenizer = architecture.build_tokenizer(work_dir / "tokenizer")
-    saved = checkpoints.load("vae")
-    if saved is not None:
-        vae = architecture.build_vae().to(device).eval()
-        vae.load_state_dict(saved["vae"])
-        vae_losses, vae_seconds = list(saved["losses"]), saved["seconds"]
-        report("resuming with the trained VAE from the checkpoint")
-    else:
-        started = time.monotonic()
-        vae, vae_losses = train_vae(cfg, device, report)
-        vae_seconds = time.monotonic() - started
-        checkpoints.save("vae", {"vae": vae.state_dict(), "losses": vae_losses, "seconds": vae_seconds})
+    vae, vae_losses, vae_seconds = vae_stage(cfg, device, checkpoints, report)
     vae_accuracy = vae_round_trip_accuracy(vae)
     report(f"VAE round trips judged right: {100 * vae_accuracy:.1f} %")
     unet, text_encoder, unet_losses, unet_steps, unet_seconds = train_denoiser(
