@@ -121,7 +121,7 @@ def save_model(trained, folder: Path, defaults: dict, inpaint_sibling: bool = Fa
 def write_card(folder: Path, facts: dict) -> None:
     """The model card: what it draws, how it was made (commands, seeds, time, hardware), how well it does."""
     p = facts["parameters"]
-    g, cg = _recipe(facts)[2], _recipe(facts)[4]
+    _, _, g, _, cg = _recipe(facts)
     fb, fa, fd = (g.get(f"frame_error_{k}", {}) for k in ("before", "after", "denoised"))
     text = f"""# {MODEL_NAME} (second edition) and {MODEL_NAME}{INPAINT_SUFFIX}
 
