@@ -7,8 +7,9 @@ v-prediction model on the zero-terminal-SNR schedule, half of each batch at t >=
 captions naming a position, with the word probe keeping the words apart (see `finetune.learn_words`).
 The VAE is the first edition's stage 1; the decoder passes (stages 1-2) and stages 5-7 are the grown
 recipe's own. Measured on a 2-core CPU, the one pass at the first edition's steps, rate and schedule
-met every text-to-image target of the card (see the model card), in about 45 minutes less than the
-stages it replaces.
+met every text-to-image target of the card on the shipped VAE, in about 45 minutes less than the stages
+it replaces; on the VAE trained in the same run it falls short of shape and image to image (see the
+model card).
 """
 
 from __future__ import annotations
