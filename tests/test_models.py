@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,44 @@ def test_broken_weights_are_one_clear_error_naming_the_path(tiny_model, tmp_path
     assert engine.generate(GenerationRequest("x", model=str(tiny_model), seed=1, width=64, height=64, steps=1)).images
 
 
+def test_a_loaded_text_encoder_runs_its_own_weights_not_hub_kernels(tiny_model, monkeypatch):
+    """transformers >= 5.25 kernelizes every model it loads with kernels from the Hub unless told not to."""
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    engine = Engine(options=EngineOptions(device="cpu"))
+    engine.generate(GenerationRequest("x", model=str(tiny_model), seed=1, width=64, height=64, steps=1))
+    assert os.environ["USE_HUB_KERNELS"] == "NO"
+    assert not getattr(engine.loaded.pipe.text_encoder, "use_kernels", False)
+
+
 def test_non_text_to_image_pipeline_is_refused(tmp_path):
     folder = tmp_path / "other"
     folder.mkdir()
     (folder / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
     with pytest.raises(LatentStudioError, match="AudioLDMPipeline"):
         Engine(options=EngineOptions(device="cpu")).load(str(folder))
+
+
+def test_a_failed_lazy_import_names_its_cause(tmp_path, monkeypatch):
+    """diffusers reports a module that failed to import as "Failed to import X because of the following
+    error (...):" with the cause on the next line: the message a person sees must carry that cause."""
+    from diffusers.utils.import_utils import _LazyModule
+
+    from desktop.engine.models import _first_line
+
+    package = tmp_path / "lazy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import sys\nfrom diffusers.utils.import_utils import _LazyModule\n"
+        "sys.modules[__name__] = _LazyModule(__name__, __file__, {'broken': ['Thing']}, module_spec=__spec__)\n")
+    (package / "broken.py").write_text("raise FileNotFoundError('Cannot load dependency data, is `kernels` installed?')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import lazy_pkg
+
+        assert isinstance(lazy_pkg, _LazyModule)
+        with pytest.raises(RuntimeError) as failure:
+            lazy_pkg.Thing
+    finally:
+        sys.modules.pop("lazy_pkg", None)
+    message = _first_line(failure.value)
+    assert message.startswith("Failed to import lazy_pkg.broken") and message.endswith("is `kernels` installed?")

@@ -296,6 +296,9 @@ class ModelRegistry:
 
 def import_diffusers():
     """diffusers, with the libraries' own progress bars and chatter turned down (we report progress)."""
+    # transformers >= 5.25 swaps layers for kernels fetched from the Hub on every load unless told not to;
+    # an offline app runs the weights on disk (setting the variable yourself still opts in)
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     import diffusers
     import transformers
 
@@ -358,5 +361,9 @@ def check_trusted_code(folder: Path, index: dict) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The message's first line; with the line after it when that one only announces it (diffusers'
+    "Failed to import X because of the following error (...):" puts the cause there)."""
+    text = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    return f"{text[0]} {text[1].strip()}" if text[0].endswith(":") and len(text) > 1 else text[0]
