@@ -67,12 +67,22 @@ def test_broken_weights_are_one_clear_error_naming_the_path(tiny_model, tmp_path
     assert engine.generate(GenerationRequest("x", model=str(tiny_model), seed=1, width=64, height=64, steps=1)).images
 
 
-def test_a_loaded_text_encoder_runs_its_own_weights_not_hub_kernels(tiny_model, monkeypatch):
-    """transformers >= 5.25 kernelizes every model it loads with kernels from the Hub unless told not to."""
-    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+def test_a_loaded_text_encoder_runs_its_own_weights_not_hub_kernels(tiny_model):
+    """transformers >= 5.25 kernelizes every model it loads with kernels from the Hub unless told not to:
+    importing the app turns that off for every loader, the engine's and the demo's alike (a fresh process,
+    so nothing set earlier counts), and a value the user sets is kept."""
+    import subprocess
+
+    script = ("import os, desktop; from desktop.demo.finetune import load_components; "
+              f"print(os.environ['USE_HUB_KERNELS'], load_components(__import__('pathlib').Path({str(tiny_model)!r}))[1].use_kernels)")
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    fresh = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert fresh.stdout.split() == ["NO", "False"], fresh.stderr[-2000:]
+    chosen = subprocess.run([sys.executable, "-c", "import os, desktop; print(os.environ['USE_HUB_KERNELS'])"],
+                            env={**env, "USE_HUB_KERNELS": "YES"}, capture_output=True, text=True, timeout=300)
+    assert chosen.stdout.split() == ["YES"], chosen.stderr[-2000:]
     engine = Engine(options=EngineOptions(device="cpu"))
     engine.generate(GenerationRequest("x", model=str(tiny_model), seed=1, width=64, height=64, steps=1))
-    assert os.environ["USE_HUB_KERNELS"] == "NO"
     assert not getattr(engine.loaded.pipe.text_encoder, "use_kernels", False)
 
 

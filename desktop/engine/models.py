@@ -296,9 +296,6 @@ class ModelRegistry:
 
 def import_diffusers():
     """diffusers, with the libraries' own progress bars and chatter turned down (we report progress)."""
-    # transformers >= 5.25 swaps layers for kernels fetched from the Hub on every load unless told not to;
-    # an offline app runs the weights on disk (setting the variable yourself still opts in)
-    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     import diffusers
     import transformers
 
